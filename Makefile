@@ -1,0 +1,38 @@
+# The two commands a new user runs: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= ./homeport-data
+
+.PHONY: run test lint typecheck unit migrate clean
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/homeport migrate --data-dir $(DATA_DIR)
+	$(BIN)/homeport serve --data-dir $(DATA_DIR)
+
+test: $(BIN)/.installed-dev lint typecheck unit
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check src tests scripts migrations bench
+	$(BIN)/ruff format --check src tests scripts migrations bench
+	$(BIN)/python scripts/check_tenant_scope.py
+
+typecheck: $(BIN)/.installed-dev
+	$(BIN)/mypy src
+
+unit: $(BIN)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,0 +1,199 @@
+"""``create_app(settings)``: the FastAPI application and the lifespan that owns its resources."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as redis_asyncio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+from homeport import __version__
+from homeport.auth import tasks as auth_tasks
+from homeport.auth.endpoints import router as auth_router
+from homeport.auth.tokens import API_KEY_MARK, read_access_token
+from homeport.config import Settings
+from homeport.kit.clock import utcnow
+from homeport.kit.db import Database
+from homeport.kit.http import (
+    BodyLimitMiddleware,
+    RateLimitMiddleware,
+    TraceMiddleware,
+    client_ip,
+)
+from homeport.kit.jobs import JobRegistry, JobRunner
+from homeport.kit.logging import configure_logging, get_logger
+from homeport.kit.problems import install_problem_handlers
+from homeport.kit.ratelimit import RateLimiter, make_storage
+from homeport.kit.security import KeyRing, PasswordHashing, load_or_create_secrets
+from homeport.ops.endpoints import router as ops_router
+from homeport.state import AppState
+from homeport.tenants.endpoints import router as tenants_router
+
+log = get_logger("homeport.app")
+
+LOGIN_PATH = "/api/v1/auth/login"
+
+
+def resolve_secrets(settings: Settings) -> tuple[str, KeyRing]:
+    """Secrets from settings when given (needed when several instances share them), else
+    from ``secrets.json`` in the data directory, created on first start."""
+    import json
+
+    stored = None
+    if settings.secret_key is None or settings.jwt_keys is None:
+        stored = load_or_create_secrets(settings.data_dir / "secrets.json", utcnow())
+    secret_key = settings.secret_key or (stored.secret_key if stored else "")
+    if settings.jwt_keys is not None:
+        keys = json.loads(settings.jwt_keys)
+        active = settings.jwt_active_kid or next(reversed(keys))
+        keyring = KeyRing(keys=dict(keys), active_kid=active)
+    else:
+        assert stored is not None
+        keyring = stored.keyring
+    return secret_key, keyring
+
+
+def build_registry(settings: Settings) -> JobRegistry:
+    registry = JobRegistry()
+    auth_tasks.register(registry, settings.session_cleanup_cron)
+    return registry
+
+
+def create_app(settings: Settings | None = None, registry: JobRegistry | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.log_json)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secret_key, keyring = resolve_secrets(settings)
+        database = Database(
+            settings.resolved_database_url,
+            pool_size=settings.database_pool_size,
+            echo=settings.database_echo,
+        )
+        redis_client: Any = None
+        if settings.redis_url:
+            redis_client = redis_asyncio.from_url(settings.redis_url)
+        limiter = RateLimiter(
+            make_storage(
+                settings.redis_url,
+                connection_pool=redis_client.connection_pool if redis_client else None,
+            ),
+            {
+                "default": settings.rate_limit_default,
+                "login": settings.rate_limit_login,
+                "health": settings.rate_limit_health,
+            },
+        )
+        runner = None
+        if settings.jobs_enabled:
+            runner = JobRunner(
+                database,
+                registry or build_registry(settings),
+                worker_id=f"{os.uname().nodename}-{os.getpid()}-{id(app):x}",
+                poll_interval=settings.jobs_poll_interval_seconds,
+                lease_seconds=settings.jobs_lease_seconds,
+            )
+        app.state.homeport = AppState(
+            settings=settings,
+            database=database,
+            keyring=keyring,
+            secret_key=secret_key,
+            passwords=PasswordHashing(
+                settings.argon2_time_cost,
+                settings.argon2_memory_cost_kib,
+                settings.argon2_parallelism,
+            ),
+            rate_limiter=limiter,
+            redis=redis_client,
+            job_runner=runner,
+        )
+        if runner is not None:
+            await runner.start()
+        log.info("started", version=__version__, database=database.dialect)
+        try:
+            yield
+        finally:
+            if runner is not None:
+                await runner.stop()
+            if redis_client is not None:
+                await redis_client.aclose()
+            await database.dispose()
+            app.state.homeport = None
+
+    app = FastAPI(
+        title="Homeport",
+        version=__version__,
+        summary="Self-hosted backend for offline-first mobile apps",
+        lifespan=lifespan,
+        docs_url="/api-docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.homeport = None
+    install_problem_handlers(app)
+    app.include_router(ops_router)
+    app.include_router(auth_router)
+    app.include_router(tenants_router)
+
+    async def identify(scope: Scope) -> tuple[str, str]:
+        path: str = scope["path"]
+        ip = client_ip(scope)
+        if path == LOGIN_PATH:
+            return "login", f"ip:{ip}"
+        if path.startswith("/health/"):
+            return "health", f"ip:{ip}"
+        return "default", _caller_identity(scope, app, ip)
+
+    def limiter() -> RateLimiter | None:
+        state: AppState | None = app.state.homeport
+        if state is None or not settings.rate_limit_enabled:
+            return None
+        return state.rate_limiter
+
+    # Added innermost first: the trace id is set before anything else runs.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(RateLimitMiddleware, limiter=limiter, identify=identify)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Trace-Id", "RateLimit", "RateLimit-Policy", "Retry-After"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(TraceMiddleware)
+    app.add_api_route("/api/v1", _api_root, methods=["GET"], include_in_schema=False)
+    return app
+
+
+async def _api_root() -> dict[str, str]:
+    return {"name": "homeport", "version": __version__}
+
+
+def _caller_identity(scope: Scope, app: FastAPI, ip: str) -> str:
+    """Per API key, per user (verified token), else per IP; no database lookup."""
+    headers = Headers(scope=scope)
+    api_key = headers.get("x-api-key")
+    authorization = headers.get("authorization", "")
+    token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+    if api_key or token.startswith(API_KEY_MARK):
+        key = api_key or token
+        return "key:" + key.removeprefix(API_KEY_MARK).partition("_")[0][:16]
+    state: AppState | None = app.state.homeport
+    if token and state is not None:
+        try:
+            claims = read_access_token(state.keyring, token, issuer=state.settings.jwt_issuer)
+        except Exception:
+            return f"ip:{ip}"
+        return f"user:{claims.user_id}"
+    return f"ip:{ip}"

@@ -1,0 +1,56 @@
+"""FastAPI dependencies that turn a request's credentials into a :class:`Principal`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from homeport.auth.principal import Principal
+from homeport.auth.service import AuthService
+from homeport.auth.tokens import API_KEY_MARK
+from homeport.kit.errors import ErrorCode, ProblemError
+from homeport.state import SessionDep, StateDep
+
+_bearer = HTTPBearer(auto_error=False, description="Access token (JWT) or API key")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+
+
+def auth_service(state: StateDep, session: SessionDep) -> AuthService:
+    return AuthService(session, state.settings, state.keyring, state.passwords)
+
+
+AuthServiceDep = Annotated[AuthService, Depends(auth_service)]
+
+
+async def get_principal(
+    request: Request,
+    service: AuthServiceDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    client_ip = request.client.host if request.client else None
+    if api_key:
+        return await service.authenticate_api_key(api_key, client_ip)
+    if bearer is None:
+        raise ProblemError(
+            ErrorCode.AUTH_001,
+            "Authentication required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if bearer.credentials.startswith(API_KEY_MARK):
+        return await service.authenticate_api_key(bearer.credentials, client_ip)
+    return await service.authenticate_bearer(bearer.credentials)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_platform_admin(principal: PrincipalDep) -> Principal:
+    if not principal.is_platform_admin:
+        raise ProblemError(ErrorCode.AUTH_006, "Only a platform admin can do this")
+    return principal
+
+
+PlatformAdminDep = Annotated[Principal, Depends(require_platform_admin)]

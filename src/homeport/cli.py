@@ -1,0 +1,378 @@
+"""The ``homeport`` command: serve, migrate, init, tenants, users, api-keys, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from homeport.auth.principal import Principal, Role
+from homeport.auth.service import AuthService
+from homeport.config import Settings
+from homeport.kit.clock import utcnow
+from homeport.kit.db import Database
+from homeport.kit.errors import ProblemError
+from homeport.kit.security import KeyRing, PasswordHashing, rotate_jwt_key
+from homeport.tenants.repository import TenantRepository
+from homeport.tenants.service import TenantService
+
+app = typer.Typer(
+    help="Homeport: a self-hosted backend for offline-first mobile apps.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+tenants_app = typer.Typer(help="List and create tenants.", no_args_is_help=True)
+users_app = typer.Typer(help="List users, create them, add them to tenants.", no_args_is_help=True)
+api_keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(users_app, name="users")
+app.add_typer(api_keys_app, name="api-keys")
+app.add_typer(keys_app, name="keys")
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data directory (SQLite file, secrets). Default ./homeport-data or HOMEPORT_DATA_DIR.",
+    ),
+]
+T = TypeVar("T")
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    settings = Settings()
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir})
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def _migrate(settings: Settings) -> None:
+    from homeport.migrate import upgrade
+
+    upgrade(settings.resolved_database_url)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def _run(settings: Settings, work: Callable[[Database, PasswordHashing], Awaitable[T]]) -> T:
+    async def runner() -> T:
+        database = Database(settings.resolved_database_url)
+        passwords = PasswordHashing(
+            settings.argon2_time_cost, settings.argon2_memory_cost_kib, settings.argon2_parallelism
+        )
+        try:
+            return await work(database, passwords)
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(runner())
+    except ProblemError as exc:
+        raise _fail(f"error: {exc.detail or exc.code.title}") from exc
+
+
+def _system_principal(tenant_id: str) -> Principal:
+    return Principal(kind="user", tenant_id=tenant_id, role=Role.OWNER, is_platform_admin=True)
+
+
+async def _require_tenant(database: Database, slug: str) -> str:
+    async with database.transaction() as session:
+        tenant = await TenantRepository(session).get_tenant_by_slug(slug)
+    if tenant is None:
+        raise _fail(f"error: no tenant {slug!r}")
+    return tenant.id
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Create or upgrade the database schema (safe to run again)."""
+    settings = _settings(data_dir)
+    _migrate(settings)
+    typer.echo("database is up to date")
+
+
+def _bootstrap(settings: Settings) -> None:
+    """First start: a tenant and an owner with a generated password, printed once."""
+
+    async def work(database: Database, passwords: PasswordHashing) -> str | None:
+        async with database.transaction() as session:
+            if await TenantRepository(session).count_users() > 0:
+                return None
+            password = secrets.token_urlsafe(12)
+            await TenantService(session, passwords).create_tenant_with_owner(
+                settings.bootstrap_tenant,
+                settings.bootstrap_tenant.capitalize(),
+                settings.bootstrap_email,
+                password,
+                platform_admin=True,
+            )
+            return password
+
+    password = _run(settings, work)
+    if password is None:
+        return
+    base = settings.public_url or f"http://{settings.host}:{settings.port}"
+    typer.echo(
+        "\n".join(
+            [
+                "",
+                "First start: created tenant "
+                f"{settings.bootstrap_tenant!r} and its owner (also platform admin).",
+                f"  email:    {settings.bootstrap_email}",
+                f"  password: {password}",
+                "This password is shown only now. Log in with:",
+                f"  curl -s -X POST {base}/api/v1/auth/login \\",
+                "    -H 'Content-Type: application/json' \\",
+                f'    -d \'{{"email": "{settings.bootstrap_email}", "password": "{password}",'
+                ' "device_id": "laptop"}\'',
+                "",
+            ]
+        )
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8000).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Migrate, create the first tenant on first start, and serve the API."""
+    import uvicorn
+
+    from homeport.app import create_app
+
+    settings = _settings(data_dir)
+    updates: dict[str, object] = {}
+    if host is not None:
+        updates["host"] = host
+    if port is not None:
+        updates["port"] = port
+    settings = settings.model_copy(update=updates)
+    _migrate(settings)
+    _bootstrap(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@app.command()
+def init(
+    email: Annotated[str, typer.Option(help="Owner's email.")],
+    password: Annotated[str, typer.Option(help="Owner's password (at least 8 characters).")],
+    tenant: Annotated[str, typer.Option(help="Tenant slug.")] = "default",
+    name: Annotated[str | None, typer.Option(help="Tenant display name.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a tenant and its owner non-interactively (exit 1 if either exists)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from homeport.auth.schemas import Email, Password, Slug
+
+    try:
+        email = TypeAdapter(Email).validate_python(email)
+        TypeAdapter(Password).validate_python(password)
+        TypeAdapter(Slug).validate_python(tenant)
+    except ValidationError as exc:
+        raise _fail(f"error: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})") from exc
+    settings = _settings(data_dir)
+    _migrate(settings)
+
+    async def work(database: Database, passwords: PasswordHashing) -> None:
+        async with database.transaction() as session:
+            first = await TenantRepository(session).count_users() == 0
+            await TenantService(session, passwords).create_tenant_with_owner(
+                tenant, name or tenant.capitalize(), email, password, platform_admin=first
+            )
+
+    _run(settings, work)
+    typer.echo(f"created tenant {tenant!r} with owner {email}")
+
+
+@tenants_app.command("list")
+def tenants_list(data_dir: DataDir = None) -> None:
+    """List tenants."""
+
+    async def work(database: Database, _passwords: PasswordHashing) -> None:
+        async with database.transaction() as session:
+            for tenant in await TenantRepository(session).list_tenants():
+                typer.echo(f"{tenant.id}  {tenant.slug}  {tenant.name}")
+
+    _run(_settings(data_dir), work)
+
+
+@tenants_app.command("create")
+def tenants_create(
+    slug: Annotated[str, typer.Option(help="Short name used at login, e.g. acme.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    owner_email: Annotated[
+        str | None, typer.Option(help="Owner; a new person gets an invitation token.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create a tenant, optionally with its owner."""
+
+    async def work(database: Database, passwords: PasswordHashing) -> None:
+        async with database.transaction() as session:
+            tenant, added = await TenantService(session, passwords).create_tenant(
+                slug, name, owner_email.lower() if owner_email else None
+            )
+        typer.echo(f"created tenant {tenant.slug} ({tenant.id})")
+        if added and added.invitation:
+            typer.echo(f"invitation token for {added.user.email}: {added.invitation.token}")
+
+    _run(_settings(data_dir), work)
+
+
+@users_app.command("list")
+def users_list(data_dir: DataDir = None) -> None:
+    """List users."""
+
+    async def work(database: Database, _passwords: PasswordHashing) -> None:
+        async with database.transaction() as session:
+            for user in await TenantRepository(session).list_users():
+                admin = "  platform-admin" if user.is_platform_admin else ""
+                typer.echo(f"{user.id}  {user.email}{admin}")
+
+    _run(_settings(data_dir), work)
+
+
+@users_app.command("add")
+def users_add(
+    tenant: Annotated[str, typer.Option(help="Tenant slug.")],
+    email: Annotated[str, typer.Option(help="The person's email.")],
+    role: Annotated[Role, typer.Option(help="Role in the tenant.")] = Role.MEMBER,
+    password: Annotated[
+        str | None, typer.Option(help="Set a password now instead of an invitation.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Add a person to a tenant (created if new)."""
+
+    async def work(database: Database, passwords: PasswordHashing) -> None:
+        tenant_id = await _require_tenant(database, tenant)
+        async with database.transaction() as session:
+            added = await TenantService(session, passwords).add_member(
+                _system_principal(tenant_id), tenant_id, email.lower(), role, None, password
+            )
+        typer.echo(f"added {added.user.email} to {tenant} as {role.value}")
+        if added.invitation:
+            typer.echo(f"invitation token: {added.invitation.token}")
+
+    _run(_settings(data_dir), work)
+
+
+@api_keys_app.command("create")
+def api_keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant slug.")],
+    name: Annotated[str, typer.Option(help="What the key is for.")],
+    scope: Annotated[list[str], typer.Option(help="A scope; repeat for several.")],
+    expires_days: Annotated[int | None, typer.Option(help="Expire after N days.")] = None,
+    allow_ip: Annotated[
+        list[str] | None, typer.Option(help="Allowed address or CIDR; repeatable.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key; the key is printed once."""
+    settings = _settings(data_dir)
+
+    async def work(database: Database, passwords: PasswordHashing) -> None:
+        tenant_id = await _require_tenant(database, tenant)
+        async with database.transaction() as session:
+            service = AuthService(session, settings, _no_keyring(), passwords)
+            expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+            api_key, key = await service.create_api_key(
+                _system_principal(tenant_id),
+                name=name,
+                scopes=scope,
+                expires_at=expires,
+                allowed_ips=allow_ip or [],
+            )
+        typer.echo(f"id:  {api_key.id}")
+        typer.echo(f"key: {key}   (shown once)")
+
+    _run(settings, work)
+
+
+@api_keys_app.command("list")
+def api_keys_list(
+    tenant: Annotated[str, typer.Option(help="Tenant slug.")], data_dir: DataDir = None
+) -> None:
+    """List a tenant's API keys (prefixes only)."""
+    settings = _settings(data_dir)
+
+    async def work(database: Database, passwords: PasswordHashing) -> None:
+        tenant_id = await _require_tenant(database, tenant)
+        async with database.transaction() as session:
+            service = AuthService(session, settings, _no_keyring(), passwords)
+            for key in await service.list_api_keys(_system_principal(tenant_id)):
+                state = "revoked" if key.revoked_at else "active"
+                typer.echo(
+                    f"{key.id}  hpk_{key.prefix}_…  {key.name}  {state}  {','.join(key.scopes)}"
+                )
+
+    _run(settings, work)
+
+
+@api_keys_app.command("revoke")
+def api_keys_revoke(
+    tenant: Annotated[str, typer.Option(help="Tenant slug.")],
+    key_id: Annotated[str, typer.Option("--id", help="The key's id.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Revoke an API key."""
+    settings = _settings(data_dir)
+
+    async def work(database: Database, passwords: PasswordHashing) -> None:
+        tenant_id = await _require_tenant(database, tenant)
+        async with database.transaction() as session:
+            service = AuthService(session, settings, _no_keyring(), passwords)
+            await service.revoke_api_key(_system_principal(tenant_id), key_id)
+        typer.echo(f"revoked {key_id}")
+
+    _run(settings, work)
+
+
+@keys_app.command("rotate")
+def keys_rotate(data_dir: DataDir = None) -> None:
+    """Make a new token signing key active; older keys still verify live tokens."""
+    settings = _settings(data_dir)
+    path = settings.data_dir / "secrets.json"
+    if settings.jwt_keys:
+        raise _fail("error: keys come from HOMEPORT_JWT_KEYS; rotate them there")
+    if not path.exists():
+        raise _fail(f"error: no secrets file in {settings.data_dir}; start the server once first")
+    kid = rotate_jwt_key(path, utcnow())
+    typer.echo(f"active signing key is now {kid}; restart the server to use it")
+
+
+def _no_keyring() -> KeyRing:
+    """API key commands issue no tokens; the service only needs a key ring to exist."""
+    return KeyRing(keys={"cli": secrets.token_urlsafe(32)}, active_kid="cli")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""One Settings object for the whole service (``HOMEPORT_*`` environment, optional ``.env``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a comma-separated string as well as a JSON list for list settings."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            import json
+
+            return json.loads(stripped)
+        return [part.strip() for part in stripped.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting is documented in docs/configuration.md (a test checks that)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HOMEPORT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Storage and network
+    data_dir: Path = Field(default=Path("./homeport-data"))
+    database_url: str | None = None
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_request_body_bytes: int = 5 * 1024 * 1024
+    database_pool_size: int = 10
+    database_echo: bool = False
+
+    # Secrets (generated into data_dir/secrets.json on first start when not given)
+    secret_key: str | None = None
+    jwt_keys: str | None = None
+    jwt_active_kid: str | None = None
+    jwt_issuer: str = "homeport"
+
+    # Tokens and sessions
+    access_token_ttl_seconds: int = 15 * 60
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+    invitation_ttl_seconds: int = 7 * 24 * 3600
+
+    # Login protection
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 15 * 60
+    argon2_time_cost: int = 3
+    argon2_memory_cost_kib: int = 65536
+    argon2_parallelism: int = 4
+
+    # Rate limits (the `limits` notation: "N/second|minute|hour|day")
+    rate_limit_enabled: bool = True
+    rate_limit_default: str = "600/minute"
+    rate_limit_login: str = "5/minute"
+    rate_limit_health: str = "60/minute"
+
+    # Durable jobs
+    jobs_enabled: bool = True
+    jobs_poll_interval_seconds: float = 1.0
+    jobs_lease_seconds: int = 300
+    jobs_max_attempts: int = 8
+    session_cleanup_cron: str = "17 * * * *"
+
+    # First start
+    bootstrap_tenant: str = "default"
+    bootstrap_email: str = "admin@example.com"
+
+    # Logging
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'homeport.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")

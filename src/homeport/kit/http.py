@@ -1,0 +1,181 @@
+"""Pure ASGI middleware: trace ids and access logs, body size limit, rate limiting."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from homeport.kit.context import accept_trace_id, set_trace_id
+from homeport.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
+from homeport.kit.logging import get_logger
+from homeport.kit.ratelimit import RateLimitDecision, RateLimiter
+
+log = get_logger("homeport.http")
+
+
+async def send_problem(
+    send: Send,
+    code: ErrorCode,
+    detail: str,
+    trace_id: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    body = json.dumps(problem_body(code, detail, trace_id, instance=path)).encode()
+    raw_headers = [
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-trace-id", trace_id.encode()),
+    ]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": code.status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class TraceMiddleware:
+    """Gives each request a trace id (header ``X-Trace-Id``) and writes one access log line.
+
+    The query string is never logged: it may carry a token.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in {"http", "websocket"}:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        trace_id = accept_trace_id(headers.get("x-request-id"))
+        set_trace_id(trace_id)
+        scope.setdefault("state", {})["trace_id"] = trace_id
+        started = time.perf_counter()
+        status_holder: dict[str, int] = {}
+
+        async def send_with_trace(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                response_headers = MutableHeaders(scope=message)
+                response_headers["X-Trace-Id"] = trace_id
+                response_headers.setdefault("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_trace)
+        finally:
+            if scope["type"] == "http":
+                log.info(
+                    "request",
+                    method=scope.get("method"),
+                    path=scope.get("path"),
+                    status=status_holder.get("status", 500),
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    trace_id=trace_id,
+                )
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over the limit with 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        trace_id = scope.get("state", {}).get("trace_id", "")
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await send_problem(
+                send,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"Request body is larger than {self.max_bytes} bytes",
+                trace_id,
+                scope["path"],
+            )
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await send_problem(
+                send,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"Request body is larger than {self.max_bytes} bytes",
+                trace_id,
+                scope["path"],
+            )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+Identify = Callable[[Scope], Awaitable[tuple[str, str]]]
+"""Returns (policy name, caller identity) for a request."""
+
+
+class RateLimitMiddleware:
+    """Applies one named policy per request and adds the RateLimit headers to every answer."""
+
+    def __init__(self, app: ASGIApp, limiter: Callable[[], RateLimiter | None], identify: Identify):
+        self.app = app
+        self.limiter = limiter
+        self.identify = identify
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self.limiter()
+        if scope["type"] != "http" or limiter is None:
+            await self.app(scope, receive, send)
+            return
+        policy, identity = await self.identify(scope)
+        try:
+            decision: RateLimitDecision | None = await limiter.hit(policy, identity)
+        except Exception:  # a limiter outage must not take the API down; readiness reports it
+            log.warning("rate_limit_storage_error", policy=policy)
+            decision = None
+        if decision is None:
+            await self.app(scope, receive, send)
+            return
+        headers = decision.headers()
+        if not decision.allowed:
+            await send_problem(
+                send,
+                ErrorCode.RATE_001,
+                "Too many requests; slow down",
+                scope.get("state", {}).get("trace_id", ""),
+                scope["path"],
+                headers={**headers, "Retry-After": str(decision.reset_seconds)},
+            )
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response_headers = MutableHeaders(scope=message)
+                for name, value in headers.items():
+                    response_headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def client_ip(scope: Scope) -> str:
+    client: Any = scope.get("client")
+    return str(client[0]) if client else "unknown"

@@ -1,0 +1,147 @@
+"""Turns every error into RFC 9457 problem+json; nothing internal (trace, SQL) leaks out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from homeport.kit.context import current_trace_id
+from homeport.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode, ProblemError, problem_body
+from homeport.kit.logging import get_logger
+
+log = get_logger("homeport.errors")
+
+_STATUS_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    429: ErrorCode.RATE_001,
+    503: ErrorCode.UNAVAILABLE,
+    401: ErrorCode.AUTH_001,
+    403: ErrorCode.AUTH_006,
+}
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_CONTENT_TYPE
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """The error body (RFC 9457) documented in OpenAPI."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    trace_id: str
+    errors: list[FieldError] | None = None
+
+
+def render(
+    code: ErrorCode,
+    detail: str | None,
+    request: Request | None = None,
+    *,
+    status: int | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ProblemResponse:
+    trace_id = current_trace_id()
+    body = problem_body(
+        code,
+        detail,
+        trace_id,
+        instance=request.url.path if request is not None else None,
+        status=status,
+        extra=extra,
+    )
+    all_headers = {"X-Trace-Id": trace_id, **(headers or {})}
+    return ProblemResponse(body, status_code=body["status"], headers=all_headers)
+
+
+def problem_response(error: ProblemError, request: Request | None = None) -> ProblemResponse:
+    return render(
+        error.code,
+        error.detail,
+        request,
+        status=error.status,
+        extra=error.extra,
+        headers=error.headers,
+    )
+
+
+def _field_name(location: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in location]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+async def _on_problem(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc, request)
+
+
+async def _on_validation(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field_name(error.get("loc", ())), "message": str(error.get("msg", "invalid"))}
+        for error in exc.errors()
+    ]
+    names = ", ".join(sorted({error["field"] for error in errors})) or "request"
+    return render(
+        ErrorCode.VALIDATION_001,
+        f"Invalid value for: {names}",
+        request,
+        extra={"errors": errors},
+    )
+
+
+async def _on_http(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code)
+    if code is None:
+        code = ErrorCode.VALIDATION_001 if exc.status_code < 500 else ErrorCode.INTERNAL
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return render(code, detail, request, status=exc.status_code, headers=dict(exc.headers or {}))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> ProblemResponse:
+    log.error("unhandled_error", path=request.url.path, exc_info=exc)
+    return render(ErrorCode.INTERNAL, "An internal error occurred", request)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+def responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the errors an endpoint may answer (always with 422 and 429)."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for code in (*codes, ErrorCode.VALIDATION_001, ErrorCode.RATE_001):
+        entry = documented.setdefault(
+            code.status,
+            {
+                "model": Problem,
+                "content": {PROBLEM_CONTENT_TYPE: {}},
+                "description": "",
+            },
+        )
+        titles = [part for part in entry["description"].split("; ") if part]
+        titles.append(f"{code.name}: {code.title}")
+        entry["description"] = "; ".join(titles)
+    return documented

@@ -1,0 +1,49 @@
+"""The one tenant-scoping helper. Every query on a tenant-owned table goes through here.
+
+``scripts/check_tenant_scope.py`` fails the build when a repository builds a SELECT, UPDATE or
+DELETE on a tenant-owned model any other way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy import Delete, Select, Update, delete, select, update
+
+ModelT = TypeVar("ModelT")
+
+
+def _tenant_column(model: Any) -> Any:
+    column = getattr(model, "tenant_id", None)
+    if column is None:
+        raise TypeError(f"{model!r} has no tenant_id column")
+    return column
+
+
+def tenant_select(model: type[ModelT], tenant_id: str) -> Select[ModelT]:
+    return select(model).where(_tenant_column(model) == tenant_id)
+
+
+def tenant_update(model: type[Any], tenant_id: str) -> Update:
+    return update(model).where(_tenant_column(model) == tenant_id)
+
+
+def tenant_delete(model: type[Any], tenant_id: str) -> Delete:
+    return delete(model).where(_tenant_column(model) == tenant_id)
+
+
+def unscoped_select(model: type[ModelT], *, reason: str) -> Select[ModelT]:
+    """A deliberate cross-tenant lookup (e.g. by a secret's hash, before the tenant is known).
+
+    The reason is required so every such query is visible in review and in the scope lint.
+    """
+    if not reason.strip():
+        raise ValueError("an unscoped query needs a reason")
+    return select(model)
+
+
+def unscoped_delete(model: type[Any], *, reason: str) -> Delete:
+    """A deliberate cross-tenant delete (maintenance jobs). The reason is required."""
+    if not reason.strip():
+        raise ValueError("an unscoped query needs a reason")
+    return delete(model)

@@ -1,0 +1,256 @@
+"""Test harness: every database test runs on real SQLite and real PostgreSQL.
+
+- SQLite: one migrated template file per run, copied for each test.
+- PostgreSQL: one database per run (created here, dropped at the end), migrated once, truncated
+  before each test.
+- When ``CI`` is set, an unreachable PostgreSQL or Redis fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from homeport.app import create_app
+from homeport.config import Settings
+from homeport.kit.db import Database
+from homeport.kit.jobs import JobRegistry
+from homeport.migrate import upgrade
+from homeport.models import metadata
+
+PG_ADMIN_URL = os.environ.get("HOMEPORT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("HOMEPORT_TEST_REDIS", "redis://127.0.0.1:6379/15")
+IN_CI = bool(os.environ.get("CI"))
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def unavailable(what: str, reason: str) -> None:
+    message = f"{what} unavailable: {reason}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI requires it)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# PostgreSQL: one database for the whole run
+
+
+async def _pg_admin(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    name = f"homeport_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    url = f"{base}/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        asyncio.run(
+            _pg_admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+        )
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "homeport.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+async def _truncate_all(url: str) -> None:
+    database = Database(url)
+    try:
+        tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
+        async with database.transaction() as session:
+            await session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        await database.dispose()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        asyncio.run(_truncate_all(url))
+        return url
+    if request.node.get_closest_marker("postgres_only"):
+        pytest.skip("PostgreSQL-only test")
+    template: Path = request.getfixturevalue("sqlite_template")
+    target = tmp_path / "homeport.db"
+    shutil.copy(template, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+        client.flushdb()
+    except Exception as exc:
+        unavailable("Redis", f"{type(exc).__name__}: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """Fast password hashing and no background jobs unless a test asks for them."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "argon2_time_cost": 1,
+        "argon2_memory_cost_kib": 1024,
+        "argon2_parallelism": 1,
+        "jobs_enabled": False,
+        "rate_limit_login": "1000/minute",
+        "rate_limit_default": "10000/minute",
+        "rate_limit_health": "1000/minute",
+        "log_json": True,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class Tenant:
+    id: str
+    slug: str
+    owner_email: str
+    owner_password: str
+
+
+@dataclass
+class Harness:
+    """A running app (lifespan entered) with an HTTP client and helpers."""
+
+    app: Any
+    client: httpx.AsyncClient
+    settings: Settings
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+
+    @property
+    def state(self) -> Any:
+        return self.app.state.homeport
+
+    async def create_tenant(
+        self, slug: str, email: str | None = None, password: str = "correct-horse-battery"
+    ) -> Tenant:
+        from homeport.tenants.service import TenantService
+
+        email = email or f"owner@{slug}.example.com"
+        async with self.state.database.transaction() as session:
+            tenant, _user = await TenantService(
+                session, self.state.passwords
+            ).create_tenant_with_owner(slug, slug.title(), email, password, platform_admin=False)
+        created = Tenant(id=tenant.id, slug=slug, owner_email=email, owner_password=password)
+        self.tenants[slug] = created
+        return created
+
+    async def add_member(
+        self, tenant: Tenant, email: str, role: str, password: str = "member-password-1"
+    ) -> str:
+        headers = await self.login_headers(tenant.owner_email, tenant.owner_password)
+        response = await self.client.post(
+            f"/api/v1/tenants/{tenant.id}/members",
+            json={"email": email, "role": role, "password": password},
+            headers=headers,
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["user_id"])
+
+    async def login(
+        self,
+        email: str,
+        password: str,
+        device_id: str = "device-1",
+        tenant: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"email": email, "password": password, "device_id": device_id}
+        if tenant:
+            body["tenant"] = tenant
+        response = await self.client.post("/api/v1/auth/login", json=body)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def login_headers(
+        self, email: str, password: str, device_id: str = "device-1"
+    ) -> dict[str, str]:
+        tokens = await self.login(email, password, device_id)
+        return {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    async def owner_headers(
+        self, tenant: Tenant, device_id: str = "owner-device"
+    ) -> dict[str, str]:
+        return await self.login_headers(tenant.owner_email, tenant.owner_password, device_id)
+
+
+async def start_harness(
+    settings: Settings, registry: JobRegistry | None = None
+) -> tuple[Harness, Any]:
+    app = create_app(settings, registry=registry)
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    transport = httpx.ASGITransport(
+        app=app, raise_app_exceptions=False, client=("127.0.0.1", 50000)
+    )
+    client = httpx.AsyncClient(transport=transport, base_url="http://homeport.test")
+    return Harness(app=app, client=client, settings=settings), lifespan
+
+
+async def stop_harness(harness: Harness, lifespan: Any) -> None:
+    await harness.client.aclose()
+    await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "data")
+
+
+@pytest.fixture
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    running, lifespan = await start_harness(settings)
+    try:
+        yield running
+    finally:
+        await stop_harness(running, lifespan)
