@@ -119,12 +119,12 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 
 @pytest.fixture
 def redis_url() -> str:
+    """The real Redis. Tests isolate their keys with a unique ``redis_key_prefix``."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         client.ping()
-        client.flushdb()
     except Exception as exc:
         unavailable("Redis", f"{type(exc).__name__}: {exc}")
     finally:
@@ -145,6 +145,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "rate_limit_default": "10000/minute",
         "rate_limit_health": "1000/minute",
         "log_json": True,
+        "redis_key_prefix": f"homeport-test-{uuid.uuid4().hex[:8]}",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

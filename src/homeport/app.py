@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
             make_storage(
                 settings.redis_url,
                 connection_pool=redis_client.connection_pool if redis_client else None,
+                key_prefix=f"{settings.redis_key_prefix}:rl",
             ),
             {
                 "default": settings.rate_limit_default,

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./homeport-data"))
     database_url: str | None = None
     redis_url: str | None = None
+    redis_key_prefix: str = "homeport"
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = None
