@@ -46,6 +46,10 @@ def _redact_processor(
     return event_dict
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -64,7 +68,8 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Resolve sys.stderr at each use, so redirected streams (tests, daemons) get the logs.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
 

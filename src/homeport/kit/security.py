@@ -125,7 +125,11 @@ def load_or_create_secrets(path: Path, created_at: datetime) -> StoredSecrets:
         data = json.loads(path.read_text("utf-8"))
     else:
         kid = f"k{created_at:%Y%m%d}-{secrets.token_hex(3)}"
-        data = {"secret_key": new_secret(), "jwt_keys": {kid: new_secret()}, "jwt_active_kid": kid}
+        data = {
+            "secret_key": new_secret(),
+            "jwt_keys": {kid: new_secret(48)},
+            "jwt_active_kid": kid,
+        }
         write_secrets(path, data)
     return StoredSecrets(
         secret_key=data["secret_key"],
@@ -147,7 +151,7 @@ def rotate_jwt_key(path: Path, created_at: datetime, keep: int = 3) -> str:
     data = json.loads(path.read_text("utf-8"))
     kid = f"k{created_at:%Y%m%d}-{secrets.token_hex(3)}"
     keys: dict[str, str] = dict(data["jwt_keys"])
-    keys[kid] = new_secret()
+    keys[kid] = new_secret(48)
     data["jwt_keys"] = dict(list(keys.items())[-keep:])
     data["jwt_active_kid"] = kid
     write_secrets(path, data)

@@ -1,0 +1,125 @@
+"""Tenant isolation: for every endpoint, tenant A's callers get 404 (never data) for B's objects.
+
+The route inventory check fails when an endpoint with a path parameter is added without being
+covered here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import Harness
+
+COVERED = {
+    ("GET", "/api/v1/tenants/{tenant_id}"),
+    ("GET", "/api/v1/tenants/{tenant_id}/members"),
+    ("POST", "/api/v1/tenants/{tenant_id}/members"),
+    ("PATCH", "/api/v1/tenants/{tenant_id}/members/{user_id}"),
+    ("DELETE", "/api/v1/tenants/{tenant_id}/members/{user_id}"),
+    ("DELETE", "/api/v1/auth/sessions/{session_id}"),
+    ("DELETE", "/api/v1/api-keys/{key_id}"),
+}
+
+
+async def _world(harness: Harness) -> dict[str, Any]:
+    acme = await harness.create_tenant("acme")
+    globex = await harness.create_tenant("globex")
+    globex_tokens = await harness.login(globex.owner_email, globex.owner_password, "g-phone")
+    globex_headers = {"Authorization": f"Bearer {globex_tokens['access_token']}"}
+    globex_key = (
+        await harness.client.post(
+            "/api/v1/api-keys",
+            json={"name": "g", "scopes": ["members:read", "members:write", "tenant:read"]},
+            headers=globex_headers,
+        )
+    ).json()
+    globex_owner_id = (await harness.client.get("/api/v1/auth/me", headers=globex_headers)).json()[
+        "user_id"
+    ]
+    acme_owner = await harness.owner_headers(acme)
+    acme_key = (
+        await harness.client.post(
+            "/api/v1/api-keys",
+            json={"name": "a", "scopes": ["members:read", "members:write", "tenant:read"]},
+            headers=acme_owner,
+        )
+    ).json()["key"]
+    return {
+        "acme": acme,
+        "globex": globex,
+        "globex_session": globex_tokens["session_id"],
+        "globex_key_id": globex_key["id"],
+        "globex_owner_id": globex_owner_id,
+        "callers": {"acme owner": acme_owner, "acme api key": {"X-API-Key": acme_key}},
+    }
+
+
+def test_every_endpoint_with_an_object_id_is_covered() -> None:
+    from homeport.app import create_app
+
+    paths = create_app().openapi()["paths"]
+    with_ids = {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if "{" in path
+        for method in operations
+    }
+    assert with_ids == COVERED
+
+
+async def test_other_tenants_objects_are_not_found(harness: Harness) -> None:
+    world = await _world(harness)
+    globex = world["globex"]
+    requests = [
+        ("GET", f"/api/v1/tenants/{globex.id}", None),
+        ("GET", f"/api/v1/tenants/{globex.id}/members", None),
+        ("POST", f"/api/v1/tenants/{globex.id}/members", {"email": "spy@evil.example.com"}),
+        (
+            "PATCH",
+            f"/api/v1/tenants/{globex.id}/members/{world['globex_owner_id']}",
+            {"role": "member"},
+        ),
+        ("DELETE", f"/api/v1/tenants/{globex.id}/members/{world['globex_owner_id']}", None),
+        # B's user addressed through A's tenant path
+        (
+            "PATCH",
+            f"/api/v1/tenants/{world['acme'].id}/members/{world['globex_owner_id']}",
+            {"role": "member"},
+        ),
+        ("DELETE", f"/api/v1/tenants/{world['acme'].id}/members/{world['globex_owner_id']}", None),
+        ("DELETE", f"/api/v1/auth/sessions/{world['globex_session']}", None),
+        ("DELETE", f"/api/v1/api-keys/{world['globex_key_id']}", None),
+    ]
+    for caller, headers in world["callers"].items():
+        for method, path, body in requests:
+            if caller == "acme api key" and path.startswith(
+                ("/api/v1/auth/sessions", "/api/v1/api-keys")
+            ):
+                continue  # keys have no sessions and cannot manage keys (403 before lookup)
+            response = await harness.client.request(method, path, json=body, headers=headers)
+            assert response.status_code == 404, (caller, method, path, response.text)
+            assert response.json()["code"] == "NOT_FOUND"
+            assert globex.slug not in response.text
+    # And nothing changed for globex.
+    globex_headers = await harness.owner_headers(globex, "check")
+    members = (
+        await harness.client.get(f"/api/v1/tenants/{globex.id}/members", headers=globex_headers)
+    ).json()["members"]
+    assert [(m["email"], m["role"]) for m in members] == [(globex.owner_email, "owner")]
+    keys = (await harness.client.get("/api/v1/api-keys", headers=globex_headers)).json()
+    assert keys["api_keys"][0]["revoked_at"] is None
+    sessions = (await harness.client.get("/api/v1/auth/sessions", headers=globex_headers)).json()
+    assert world["globex_session"] in [s["id"] for s in sessions["sessions"]]
+
+
+async def test_lists_only_show_the_callers_tenant(harness: Harness) -> None:
+    world = await _world(harness)
+    acme_owner = world["callers"]["acme owner"]
+    tenants = (await harness.client.get("/api/v1/tenants", headers=acme_owner)).json()["tenants"]
+    assert [t["slug"] for t in tenants] == ["acme"]
+    keys = (await harness.client.get("/api/v1/api-keys", headers=acme_owner)).json()["api_keys"]
+    assert [k["name"] for k in keys] == ["a"]
+    sessions = (await harness.client.get("/api/v1/auth/sessions", headers=acme_owner)).json()
+    assert world["globex_session"] not in [s["id"] for s in sessions["sessions"]]
+    key_view = await harness.client.get("/api/v1/tenants", headers=world["callers"]["acme api key"])
+    assert [t["slug"] for t in key_view.json()["tenants"]] == ["acme"]
