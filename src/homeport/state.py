@@ -38,15 +38,11 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
     """The request owns the transaction: commit when the endpoint returns, else roll back."""
-    async with state.database.sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-        if session.info.pop(ENQUEUED_FLAG, False) and state.job_runner is not None:
-            state.job_runner.notify()
+    async with state.database.transaction() as session:
+        yield session
+        enqueued = session.info.pop(ENQUEUED_FLAG, False)
+    if enqueued and state.job_runner is not None:
+        state.job_runner.notify()
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

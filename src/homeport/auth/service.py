@@ -89,7 +89,7 @@ class AuthService:
                 headers={"Retry-After": str(retry_after)},
             )
         user = await self.tenants.get_user_by_email(email)
-        password_ok = self.passwords.verify(user.password_hash if user else None, password)
+        password_ok = await self.passwords.verify(user.password_hash if user else None, password)
         if user is None or not password_ok or user.disabled_at is not None:
             return await self._refuse(email_key, now)
         tenant, role = await self._tenant_for_login(user, tenant_slug)
@@ -97,7 +97,7 @@ class AuthService:
             return await self._refuse(email_key, now)
         await self.repository.clear_throttle(email_key)
         if user.password_hash and self.passwords.needs_rehash(user.password_hash):
-            user.password_hash = self.passwords.hash(password)
+            user.password_hash = await self.passwords.hash(password)
         # One live session per device: logging in again replaces the old one.
         await self.repository.revoke_device_sessions(tenant.id, user.id, device_id, now, "replaced")
         device_session = DeviceSession(

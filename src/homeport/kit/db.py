@@ -3,10 +3,14 @@
 SQLite (the embedded default) runs in WAL mode and every transaction starts with
 ``BEGIN IMMEDIATE``: SQLite has one writer, and taking the write lock up front avoids the
 "database is locked" failure a deferred transaction hits when it upgrades from read to write.
+Within one process, units of work queue on an asyncio lock (the single writer) instead of
+SQLite's sleeping busy handler, which made waiting requests stall for seconds under load.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -21,7 +25,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -80,7 +83,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, poolclass=NullPool)
+        engine = create_async_engine(url, echo=echo, pool_size=2, max_overflow=4)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
@@ -95,6 +98,13 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size, echo=echo)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
+
+    def unit_of_work_lock(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Held for a whole transaction on SQLite (one writer); free on PostgreSQL."""
+        if self._writer is None:
+            return contextlib.nullcontext()
+        return self._writer
 
     @property
     def dialect(self) -> str:
@@ -103,7 +113,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A unit of work: commits on success, rolls back on any exception."""
-        async with self.sessionmaker() as session:
+        async with self.unit_of_work_lock(), self.sessionmaker() as session:
             try:
                 yield session
                 await session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -20,7 +21,11 @@ JWT_ALGORITHM = "HS256"
 
 
 class PasswordHashing:
-    """argon2id hashing; a dummy verify keeps unknown accounts as slow as known ones."""
+    """argon2id hashing; a dummy verify keeps unknown accounts as slow as known ones.
+
+    Hashing runs in a worker thread (argon2 releases the GIL): it takes tens of milliseconds
+    and must not stall the event loop.
+    """
 
     def __init__(self, time_cost: int, memory_cost_kib: int, parallelism: int) -> None:
         self._hasher = PasswordHasher(
@@ -28,10 +33,13 @@ class PasswordHashing:
         )
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
-    def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
 
-    def verify(self, password_hash: str | None, password: str) -> bool:
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        return await asyncio.to_thread(self._verify, password_hash, password)
+
+    def _verify(self, password_hash: str | None, password: str) -> bool:
         try:
             return self._hasher.verify(password_hash or self._dummy_hash, password) and bool(
                 password_hash

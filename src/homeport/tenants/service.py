@@ -122,7 +122,7 @@ class TenantService:
                 id=new_id(),
                 email=email,
                 display_name=display_name,
-                password_hash=self.passwords.hash(password) if password else None,
+                password_hash=await self.passwords.hash(password) if password else None,
                 is_platform_admin=False,
                 created_at=utcnow(),
             )
@@ -214,7 +214,7 @@ class TenantService:
         if user is None or tenant is None or membership is None:
             raise ProblemError(ErrorCode.AUTH_009, "This invitation is not valid")
         if user.password_hash is None:
-            user.password_hash = self.passwords.hash(password)
+            user.password_hash = await self.passwords.hash(password)
         if display_name:
             user.display_name = display_name
         invitation.accepted_at = now
@@ -230,7 +230,7 @@ class TenantService:
         user = User(
             id=new_id(),
             email=email,
-            password_hash=self.passwords.hash(password) if password else None,
+            password_hash=await self.passwords.hash(password) if password else None,
             is_platform_admin=platform_admin,
             created_at=utcnow(),
         )

@@ -1,0 +1,69 @@
+"""Start a real Homeport server (uvicorn, separate process) for a benchmark, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Server:
+    base_url: str
+    data_dir: Path
+    env: dict[str, str]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(database_url: str | None = None, **settings: str) -> Iterator[Server]:
+    data_dir = Path(tempfile.mkdtemp(prefix="homeport-bench-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOMEPORT_LOG_LEVEL": "WARNING",
+        "HOMEPORT_RATE_LIMIT_ENABLED": "false",
+        **{f"HOMEPORT_{key.upper()}": value for key, value in settings.items()},
+    }
+    if database_url:
+        env["HOMEPORT_DATABASE_URL"] = database_url
+    command = [sys.executable, "-m", "homeport.cli"]
+    subprocess.run([*command, "migrate", "--data-dir", str(data_dir)], env=env, check=True)
+    process = subprocess.Popen(
+        [*command, "serve", "--data-dir", str(data_dir), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base_url}/health/ready", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("server did not become ready in 60 s")
+        yield Server(base_url=base_url, data_dir=data_dir, env=env)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,106 @@
+"""W0 (foundation): authenticated request throughput and the login cost.
+
+- `me`: C concurrent clients, each with its own device session, call GET /api/v1/auth/me
+  (JWT verify + session/role lookup) for D seconds: requests/s, p50, p99.
+- `login`: sequential logins with production argon2id settings: ms per login.
+
+Run: .venv/bin/python -m bench.w0_auth [--database-url URL] [--clients 32] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+
+from bench.server import running_server
+
+PASSWORD = "bench-password-123"
+
+
+def _percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+async def _login(client: httpx.AsyncClient, device: str) -> tuple[str, float]:
+    started = time.perf_counter()
+    response = await client.post(
+        "/api/v1/auth/login",
+        json={"email": "bench@example.com", "password": PASSWORD, "device_id": device},
+    )
+    response.raise_for_status()
+    return response.json()["access_token"], (time.perf_counter() - started) * 1000
+
+
+async def _workload(base_url: str, clients: int, seconds: float) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        login_ms = [(await _login(client, f"login-{i}"))[1] for i in range(10)]
+        tokens = [(await _login(client, f"device-{i}"))[0] for i in range(clients)]
+        latencies: list[float] = []
+        stop_at = time.perf_counter() + seconds
+
+        async def worker(token: str) -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                response = await client.get("/api/v1/auth/me", headers=headers)
+                assert response.status_code == 200, response.text
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(token) for token in tokens))
+        elapsed = time.perf_counter() - started
+    return {
+        "me_requests_per_s": round(len(latencies) / elapsed, 1),
+        "me_p50_ms": round(_percentile(latencies, 0.50), 2),
+        "me_p99_ms": round(_percentile(latencies, 0.99), 2),
+        "me_requests": len(latencies),
+        "login_median_ms": round(statistics.median(login_ms), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    with running_server(args.database_url) as server:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "homeport.cli",
+                "init",
+                "--data-dir",
+                str(server.data_dir),
+                "--email",
+                "bench@example.com",
+                "--password",
+                PASSWORD,
+                "--tenant",
+                "bench",
+            ],
+            env=server.env,
+            check=True,
+            capture_output=True,
+        )
+        result = asyncio.run(_workload(server.base_url, args.clients, args.seconds))
+    result.update(
+        workload="W0 auth",
+        database="postgresql" if args.database_url else "sqlite",
+        clients=args.clients,
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
