@@ -60,6 +60,10 @@ async def test_scopes_limit_what_a_key_can_do(harness: Harness) -> None:
         members, json={"email": "new@acme.example.com"}, headers={"X-API-Key": reader}
     )
     assert write.status_code == 403
+    tenant_path = f"/api/v1/tenants/{tenant.id}"
+    assert (await harness.client.get(tenant_path, headers={"X-API-Key": plain})).status_code == 200
+    no_tenant_scope = await harness.client.get(tenant_path, headers={"X-API-Key": reader})
+    assert no_tenant_scope.status_code == 403
     # Keys never manage keys.
     nested = await harness.client.post(
         "/api/v1/api-keys",

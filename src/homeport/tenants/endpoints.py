@@ -100,7 +100,7 @@ async def list_tenants(principal: PrincipalDep, service: ServiceDep) -> TenantLi
 async def get_tenant(
     tenant_id: TenantId, principal: PrincipalDep, service: ServiceDep
 ) -> TenantOut:
-    tenant = await service.visible_tenant(principal, tenant_id)
+    tenant = await service.read_tenant(principal, tenant_id)
     return TenantOut(id=tenant.id, slug=tenant.slug, name=tenant.name, created_at=tenant.created_at)
 
 

@@ -72,9 +72,16 @@ class TenantService:
             added = await self._add_member(tenant, owner_email, Role.OWNER, None, None, None)
         return tenant, added
 
+    async def read_tenant(self, principal: Principal, tenant_id: str) -> Tenant:
+        tenant = await self.visible_tenant(principal, tenant_id)
+        if not principal.is_platform_admin:
+            principal.require(Permission.TENANT_READ)
+        return tenant
+
     async def list_tenants(self, principal: Principal) -> list[tuple[Tenant, str | None]]:
         if principal.is_platform_admin:
             return [(tenant, None) for tenant in await self.repository.list_tenants()]
+        principal.require(Permission.TENANT_READ)
         if principal.user_id is None:
             tenant = await self.repository.get_tenant(principal.tenant_id)
             return [] if tenant is None else [(tenant, None)]
