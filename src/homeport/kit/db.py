@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event, text
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+from homeport.kit.sqlite_inline import inline_connector
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -73,7 +75,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        # Only another process (CLI, a second server on the same file) can hold the lock.
+        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -83,7 +86,15 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo, pool_size=2, max_overflow=4)
+        parsed = make_url(url)
+        database = parsed.database or ":memory:"
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            pool_size=2,
+            max_overflow=4,
+            async_creator=inline_connector(database, uri=bool(parsed.query.get("uri"))),
+        )
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
@@ -122,7 +133,7 @@ class Database:
                 raise
 
     async def ping(self) -> None:
-        async with self.engine.connect() as connection:
+        async with self.unit_of_work_lock(), self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
