@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("tenant_id", sa.String(length=36), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("max_attempts", sa.Integer(), nullable=False),
+        sa.Column("max_attempts", sa.Integer(), nullable=True),
         sa.Column("run_at", homeport.kit.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("locked_by", sa.String(length=100), nullable=True),
         sa.Column("locked_until", homeport.kit.db.UTCDateTime(timezone=True), nullable=True),

@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
                 worker_id=f"{os.uname().nodename}-{os.getpid()}-{id(app):x}",
                 poll_interval=settings.jobs_poll_interval_seconds,
                 lease_seconds=settings.jobs_lease_seconds,
+                default_max_attempts=settings.jobs_max_attempts,
             )
         app.state.homeport = AppState(
             settings=settings,

@@ -78,10 +78,13 @@ def enqueue(
     *,
     tenant_id: str | None = None,
     run_at: datetime | None = None,
-    max_attempts: int = 8,
+    max_attempts: int | None = None,
     dedupe_key: str | None = None,
 ) -> str:
-    """Add a job to the caller's transaction. It runs only if that transaction commits."""
+    """Add a job to the caller's transaction. It runs only if that transaction commits.
+
+    ``max_attempts`` left ``None`` means the runner's default (``HOMEPORT_JOBS_MAX_ATTEMPTS``).
+    """
     now = utcnow()
     job_id = new_id()
     session.add(
@@ -119,7 +122,7 @@ class _Claimed:
     payload: dict[str, Any]
     tenant_id: str | None
     attempts: int
-    max_attempts: int
+    max_attempts: int | None
 
 
 class JobRunner:
@@ -132,6 +135,7 @@ class JobRunner:
         poll_interval: float = 1.0,
         lease_seconds: int = 300,
         batch_size: int = 10,
+        default_max_attempts: int = 8,
     ) -> None:
         self.database = database
         self.registry = registry
@@ -139,6 +143,7 @@ class JobRunner:
         self.poll_interval = poll_interval
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
+        self.default_max_attempts = default_max_attempts
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -303,7 +308,7 @@ class JobRunner:
             log.info("job_done", job_id=job.id, kind=job.kind, attempt=job.attempts)
 
     async def _record_failure(self, job: _Claimed, exc: Exception) -> None:
-        dead = job.attempts >= job.max_attempts
+        dead = job.attempts >= (job.max_attempts or self.default_max_attempts)
         error = f"{type(exc).__name__}: {exc}"[:2000]
         values: dict[str, Any] = {"last_error": error, "locked_until": None}
         if dead:

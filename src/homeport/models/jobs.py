@@ -21,7 +21,8 @@ class Job(Base):
     tenant_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=8)
+    # None: the runner's default (HOMEPORT_JOBS_MAX_ATTEMPTS) applies.
+    max_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
     run_at: Mapped[datetime] = mapped_column(UTCDateTime)
     locked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
