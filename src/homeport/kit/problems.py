@@ -127,6 +127,42 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)
+    _document_problems_as_problem_json(app)
+
+
+def _document_problems_as_problem_json(app: FastAPI) -> None:
+    """FastAPI files a response ``model`` under ``application/json``; errors are problem+json.
+
+    The generated schema is rewritten once so every error answer is documented with the
+    ``Problem`` schema under ``application/problem+json`` only, including FastAPI's own 422.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        problem_ref = {"$ref": "#/components/schemas/Problem"}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = _problem_component(components)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                for status, answer in operation.get("responses", {}).items():
+                    if str(status)[0] in "45":
+                        answer["content"] = {PROBLEM_CONTENT_TYPE: {"schema": problem_ref}}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _problem_component(components: dict[str, Any]) -> dict[str, Any]:
+    """The Problem schema with its nested FieldError pointing into components."""
+    problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in problem.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    return problem
 
 
 def responses(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
