@@ -161,6 +161,10 @@ def serve(
     settings = settings.model_copy(update=updates)
     _migrate(settings)
     _bootstrap(settings)
+    typer.echo(
+        f"Homeport listening on http://{settings.host}:{settings.port}"
+        f" (API docs at /api-docs, data in {settings.data_dir}); Ctrl+C stops it."
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
