@@ -17,6 +17,7 @@ SOURCE = ROOT / "src" / "homeport"
 sys.path.insert(0, str(ROOT / "src"))
 
 QUERY_BUILDERS = {"select", "update", "delete"}
+SQLALCHEMY_MODULES = {"sa", "sqlalchemy"}
 EXEMPT = {SOURCE / "kit" / "tenancy.py"}
 
 
@@ -39,17 +40,38 @@ def _name(node: ast.expr) -> str | None:
     return None
 
 
+def _is_query_builder(func: ast.expr) -> bool:
+    """``select(...)``, or ``sa.select(...)``/``sqlalchemy.select(...)``; not ``session.delete``."""
+    if isinstance(func, ast.Name):
+        return func.id in QUERY_BUILDERS
+    return (
+        isinstance(func, ast.Attribute)
+        and func.attr in QUERY_BUILDERS
+        and isinstance(func.value, ast.Name)
+        and func.value.id in SQLALCHEMY_MODULES
+    )
+
+
+def _model_in(argument: ast.expr, models: set[str]) -> str | None:
+    """The first tenant-owned model named anywhere in an argument (``Model``, ``Model.column``,
+    ``models.Model``, ``func.count(Model.id)``)."""
+    for node in ast.walk(argument):
+        name = _name(node) if isinstance(node, ast.Name | ast.Attribute) else None
+        if name in models:
+            return name
+    return None
+
+
 def violations(path: Path, source: str, models: set[str]) -> list[str]:
     found: list[str] = []
     for node in ast.walk(ast.parse(source, filename=str(path))):
         if not isinstance(node, ast.Call):
             continue
         function = _name(node.func)
-        if function in QUERY_BUILDERS and isinstance(node.func, ast.Name):
+        if _is_query_builder(node.func):
             for argument in node.args:
-                root = argument.value if isinstance(argument, ast.Attribute) else argument
-                model = _name(root)
-                if model in models:
+                model = _model_in(argument, models)
+                if model is not None:
                     found.append(
                         f"{path}:{node.lineno}: {function}({model}...) on a tenant-owned table; "
                         "use homeport.kit.tenancy"

@@ -31,7 +31,7 @@ from homeport.kit.jobs import JobRegistry, JobRunner
 from homeport.kit.logging import configure_logging, get_logger
 from homeport.kit.problems import install_problem_handlers
 from homeport.kit.ratelimit import RateLimiter, make_storage
-from homeport.kit.security import KeyRing, PasswordHashing, load_or_create_secrets
+from homeport.kit.security import KeyRing, PasswordHashing, hash_token, load_or_create_secrets
 from homeport.ops.endpoints import router as ops_router
 from homeport.state import AppState
 from homeport.tenants.endpoints import router as tenants_router
@@ -183,15 +183,21 @@ async def _api_root() -> dict[str, str]:
 
 
 def _caller_identity(scope: Scope, app: FastAPI, ip: str) -> str:
-    """Per API key, per user (verified token), else per IP; no database lookup."""
+    """Per API key (one that authenticated lately), per user (verified token), else per IP.
+
+    No database lookup: an API key not yet seen valid by this instance counts against the
+    client's address, so made-up keys cannot each get a fresh counter.
+    """
     headers = Headers(scope=scope)
     api_key = headers.get("x-api-key")
     authorization = headers.get("authorization", "")
     token = authorization[7:].strip() if authorization.lower().startswith("bearer ") else ""
+    state: AppState | None = app.state.homeport
     if api_key or token.startswith(API_KEY_MARK):
         key = api_key or token
-        return "key:" + key.removeprefix(API_KEY_MARK).partition("_")[0][:16]
-    state: AppState | None = app.state.homeport
+        if state is not None and hash_token(key) in state.verified_api_keys:
+            return "key:" + key.removeprefix(API_KEY_MARK).partition("_")[0][:16]
+        return f"ip:{ip}"
     if token and state is not None:
         try:
             claims = read_access_token(state.keyring, token, issuer=state.settings.jwt_issuer)

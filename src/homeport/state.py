@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from homeport.config import Settings
 from homeport.kit.db import Database
 from homeport.kit.jobs import ENQUEUED_FLAG, JobRunner
-from homeport.kit.ratelimit import RateLimiter
+from homeport.kit.ratelimit import RateLimiter, RecentlyVerified
 from homeport.kit.security import KeyRing, PasswordHashing
 
 
@@ -26,6 +26,8 @@ class AppState:
     rate_limiter: RateLimiter
     redis: Any | None
     job_runner: JobRunner | None
+    # API keys (by hash) that authenticated lately; only they get a rate-limit counter of their own.
+    verified_api_keys: RecentlyVerified = field(default_factory=RecentlyVerified)
 
 
 def get_state(request: Request) -> AppState:

@@ -11,6 +11,7 @@ from homeport.auth.principal import Principal
 from homeport.auth.service import AuthService
 from homeport.auth.tokens import API_KEY_MARK
 from homeport.kit.errors import ErrorCode, ProblemError
+from homeport.kit.security import hash_token
 from homeport.state import SessionDep, StateDep
 
 _bearer = HTTPBearer(auto_error=False, description="Access token (JWT) or API key")
@@ -26,21 +27,24 @@ AuthServiceDep = Annotated[AuthService, Depends(auth_service)]
 
 async def get_principal(
     request: Request,
+    state: StateDep,
     service: AuthServiceDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
     client_ip = request.client.host if request.client else None
+    if not api_key and bearer is not None and bearer.credentials.startswith(API_KEY_MARK):
+        api_key = bearer.credentials
     if api_key:
-        return await service.authenticate_api_key(api_key, client_ip)
+        principal = await service.authenticate_api_key(api_key, client_ip)
+        state.verified_api_keys.add(hash_token(api_key))
+        return principal
     if bearer is None:
         raise ProblemError(
             ErrorCode.AUTH_001,
             "Authentication required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if bearer.credentials.startswith(API_KEY_MARK):
-        return await service.authenticate_api_key(bearer.credentials, client_ip)
     return await service.authenticate_bearer(bearer.credentials)
 
 

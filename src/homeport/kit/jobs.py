@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from croniter import croniter
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.kit.clock import utcnow
@@ -166,6 +167,14 @@ class JobRunner:
 
     async def sync_schedules(self) -> None:
         """Create schedule rows for registered cron entries; keep a changed expression."""
+        try:
+            await self._sync_schedules()
+        except IntegrityError:
+            # Another instance starting at the same time inserted the same rows first; they are
+            # committed and visible now, so a second pass only reconciles them.
+            await self._sync_schedules()
+
+    async def _sync_schedules(self) -> None:
         now = utcnow()
         async with self.database.transaction() as session:
             existing = {
@@ -229,6 +238,23 @@ class JobRunner:
         now = utcnow()
         lease = now + timedelta(seconds=self.lease_seconds)
         async with self.database.transaction() as session:
+            # A lease that ran out on the last allowed attempt means the worker died running it
+            # (a job that crashes its process): give it up instead of reclaiming it forever.
+            await session.execute(
+                update(Job)
+                .where(
+                    Job.status == "running",
+                    Job.locked_until < now,
+                    Job.attempts >= func.coalesce(Job.max_attempts, self.default_max_attempts),
+                )
+                .values(
+                    status="failed",
+                    finished_at=now,
+                    locked_until=None,
+                    last_error="lease expired on the last attempt (the worker stopped)",
+                )
+                .execution_options(synchronize_session=False)
+            )
             due_ids = (
                 select(Job.id)
                 .where(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,36 @@ def make_storage(
     if connection_pool is not None:
         options["connection_pool"] = connection_pool
     return RedisStorage(uri, implementation="redispy", key_prefix=key_prefix, **options)
+
+
+class RecentlyVerified:
+    """Credentials (by hash) that authenticated lately: a bounded set whose entries expire.
+
+    The rate limiter runs before authentication. Counting a request per API key is only safe
+    for a key known to be real; otherwise every made-up key would get a fresh counter.
+    """
+
+    def __init__(self, ttl_seconds: float = 300.0, max_items: int = 10_000) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_items = max_items
+        self._expires_at: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, credential_hash: str) -> None:
+        self._expires_at.pop(credential_hash, None)
+        self._expires_at[credential_hash] = time.monotonic() + self.ttl_seconds
+        while len(self._expires_at) > self.max_items:
+            self._expires_at.popitem(last=False)
+
+    def __contains__(self, credential_hash: object) -> bool:
+        if not isinstance(credential_hash, str):
+            return False
+        expires_at = self._expires_at.get(credential_hash)
+        if expires_at is None:
+            return False
+        if expires_at < time.monotonic():
+            del self._expires_at[credential_hash]
+            return False
+        return True
 
 
 class RateLimiter:
