@@ -17,19 +17,21 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 from typer.testing import CliRunner, Result
 
 from homeport.cli import app
 from homeport.kit.clock import utcnow
 from homeport.kit.db import Database
 from homeport.kit.security import load_or_create_secrets
+from homeport.models.auth import ApiKey
 from tests.conftest import make_settings, start_harness, stop_harness
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -364,6 +366,100 @@ def test_api_key_errors(target: Target) -> None:
     listed = target.run("api-keys", "list", "--tenant", "acme")
     assert listed.exit_code == 0
     assert "hpk_" not in plain(listed)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [
+                "api-keys",
+                "create",
+                "--tenant",
+                "acme",
+                "--name",
+                "x",
+                "--scope",
+                "tenant:read",
+                "--allow-ip",
+                "garbage",
+            ],
+            "--allow-ip: 'garbage' is not an IP address or CIDR network",
+        ),
+        (["tenants", "create", "--slug", "Bad Slug", "--name", "x"], "--slug:"),
+        (
+            ["tenants", "create", "--slug", "ok", "--name", "x", "--owner-email", "nope"],
+            "--owner-email: not a valid email address",
+        ),
+        (
+            ["users", "add", "--tenant", "acme", "--email", "not an email"],
+            "--email: not a valid email address",
+        ),
+        (
+            ["users", "add", "--tenant", "acme", "--email", "a@acme.io", "--password", "short"],
+            "--password:",
+        ),
+        (
+            ["init", "--email", "bad", "--password", "short"],
+            "--email: not a valid email address; --password:",
+        ),
+    ],
+    ids=["allow-ip", "slug", "owner-email", "user-email", "user-password", "init-both"],
+)
+def test_cli_refuses_what_the_api_refuses(
+    sqlite_target: Target, args: list[str], message: str
+) -> None:
+    init = sqlite_target.run(
+        "init", "--email", "o@acme.io", "--password", PASSWORD, "--tenant", "acme"
+    )
+    assert init.exit_code == 0, plain(init)
+    before = (
+        plain(sqlite_target.run("tenants", "list")),
+        plain(sqlite_target.run("users", "list")),
+        plain(sqlite_target.run("api-keys", "list", "--tenant", "acme")),
+    )
+    result = sqlite_target.run(*args)
+    assert result.exit_code == 1, plain(result)
+    assert message in plain(result)
+    assert "Traceback" not in plain(result)
+    after = (
+        plain(sqlite_target.run("tenants", "list")),
+        plain(sqlite_target.run("users", "list")),
+        plain(sqlite_target.run("api-keys", "list", "--tenant", "acme")),
+    )
+    assert after == before  # nothing was stored
+
+
+def test_api_keys_list_shows_expired_keys(sqlite_target: Target) -> None:
+    init = sqlite_target.run(
+        "init", "--email", "o@acme.io", "--password", PASSWORD, "--tenant", "acme"
+    )
+    assert init.exit_code == 0, plain(init)
+    created = sqlite_target.run(
+        "api-keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--name",
+        "soon",
+        "--scope",
+        "tenant:read",
+        "--expires-days",
+        "1",
+    )
+    assert created.exit_code == 0, plain(created)
+    assert "  active  " in plain(sqlite_target.run("api-keys", "list", "--tenant", "acme"))
+    asyncio.run(_expire_api_keys(sqlite_target.database_url))
+    assert "  expired  " in plain(sqlite_target.run("api-keys", "list", "--tenant", "acme"))
+
+
+async def _expire_api_keys(url: str) -> None:
+    database = Database(url)
+    try:
+        async with database.transaction() as session:
+            await session.execute(update(ApiKey).values(expires_at=utcnow() - timedelta(hours=1)))
+    finally:
+        await database.dispose()
 
 
 # keys rotate

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 
 from homeport.auth.principal import Principal, Role
+from homeport.auth.schemas import ApiKeyCreate, Email, Password, Slug, StrictModel
 from homeport.auth.service import AuthService
 from homeport.config import Settings
 from homeport.kit.clock import utcnow
@@ -19,6 +21,7 @@ from homeport.kit.db import Database
 from homeport.kit.errors import ProblemError
 from homeport.kit.security import KeyRing, PasswordHashing, rotate_jwt_key
 from homeport.tenants.repository import TenantRepository
+from homeport.tenants.schemas import MemberAdd, TenantCreate
 from homeport.tenants.service import TenantService
 
 app = typer.Typer(
@@ -43,6 +46,13 @@ DataDir = Annotated[
     ),
 ]
 T = TypeVar("T")
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class _InitInput(StrictModel):
+    email: Email
+    password: Password
+    tenant: Slug
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -79,6 +89,24 @@ def _run(settings: Settings, work: Callable[[Database, PasswordHashing], Awaitab
         return asyncio.run(runner())
     except ProblemError as exc:
         raise _fail(f"error: {exc.detail or exc.code.title}") from exc
+
+
+# Options whose name differs from the schema field they fill.
+_OPTION_OF_FIELD = {"allowed_ips": "--allow-ip", "scopes": "--scope"}
+
+
+def _validated(schema: type[ModelT], **values: object) -> ModelT:
+    """Check command-line input with the API's own schema: the CLI stores nothing the API would
+    refuse. Every offending option is named."""
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            option = _OPTION_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+            problems.append(f"{option}: {error['msg'].removeprefix('Value error, ')}")
+        raise _fail("error: " + "; ".join(problems)) from exc
 
 
 def _system_principal(tenant_id: str) -> Principal:
@@ -188,16 +216,8 @@ def init(
     data_dir: DataDir = None,
 ) -> None:
     """Create a tenant and its owner non-interactively (exit 1 if either exists)."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from homeport.auth.schemas import Email, Password, Slug
-
-    try:
-        email = TypeAdapter(Email).validate_python(email)
-        TypeAdapter(Password).validate_python(password)
-        TypeAdapter(Slug).validate_python(tenant)
-    except ValidationError as exc:
-        raise _fail(f"error: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})") from exc
+    checked = _validated(_InitInput, email=email, password=password, tenant=tenant)
+    email = checked.email
     settings = _settings(data_dir)
     _migrate(settings)
 
@@ -234,11 +254,12 @@ def tenants_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create a tenant, optionally with its owner."""
+    checked = _validated(TenantCreate, slug=slug, name=name, owner_email=owner_email)
 
     async def work(database: Database, passwords: PasswordHashing) -> None:
         async with database.transaction() as session:
             tenant, added = await TenantService(session, passwords).create_tenant(
-                slug, name, owner_email.lower() if owner_email else None
+                checked.slug, checked.name, checked.owner_email
             )
         typer.echo(f"created tenant {tenant.slug} ({tenant.id})")
         if added and added.invitation:
@@ -271,12 +292,18 @@ def users_add(
     data_dir: DataDir = None,
 ) -> None:
     """Add a person to a tenant (created if new)."""
+    checked = _validated(MemberAdd, email=email, role=role, password=password)
 
     async def work(database: Database, passwords: PasswordHashing) -> None:
         tenant_id = await _require_tenant(database, tenant)
         async with database.transaction() as session:
             added = await TenantService(session, passwords).add_member(
-                _system_principal(tenant_id), tenant_id, email.lower(), role, None, password
+                _system_principal(tenant_id),
+                tenant_id,
+                checked.email,
+                checked.role,
+                None,
+                checked.password,
             )
         typer.echo(f"added {added.user.email} to {tenant} as {role.value}")
         if added.invitation:
@@ -290,26 +317,31 @@ def api_keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant slug.")],
     name: Annotated[str, typer.Option(help="What the key is for.")],
     scope: Annotated[list[str], typer.Option(help="A scope; repeat for several.")],
-    expires_days: Annotated[int | None, typer.Option(help="Expire after N days.")] = None,
+    expires_days: Annotated[
+        int | None, typer.Option(min=1, max=36500, help="Expire after N days.")
+    ] = None,
     allow_ip: Annotated[
         list[str] | None, typer.Option(help="Allowed address or CIDR; repeatable.")
     ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Create an API key; the key is printed once."""
+    expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+    checked = _validated(
+        ApiKeyCreate, name=name, scopes=scope, expires_at=expires, allowed_ips=allow_ip or []
+    )
     settings = _settings(data_dir)
 
     async def work(database: Database, passwords: PasswordHashing) -> None:
         tenant_id = await _require_tenant(database, tenant)
         async with database.transaction() as session:
             service = AuthService(session, settings, _no_keyring(), passwords)
-            expires = utcnow() + timedelta(days=expires_days) if expires_days else None
             api_key, key = await service.create_api_key(
                 _system_principal(tenant_id),
-                name=name,
-                scopes=scope,
-                expires_at=expires,
-                allowed_ips=allow_ip or [],
+                name=checked.name,
+                scopes=checked.scopes,
+                expires_at=checked.expires_at,
+                allowed_ips=checked.allowed_ips,
             )
         typer.echo(f"id:  {api_key.id}")
         typer.echo(f"key: {key}   (shown once)")
@@ -329,7 +361,12 @@ def api_keys_list(
         async with database.transaction() as session:
             service = AuthService(session, settings, _no_keyring(), passwords)
             for key in await service.list_api_keys(_system_principal(tenant_id)):
-                state = "revoked" if key.revoked_at else "active"
+                if key.revoked_at is not None:
+                    state = "revoked"
+                elif key.expires_at is not None and key.expires_at <= utcnow():
+                    state = "expired"
+                else:
+                    state = "active"
                 typer.echo(
                     f"{key.id}  hpk_{key.prefix}_…  {key.name}  {state}  {','.join(key.scopes)}"
                 )

@@ -35,6 +35,7 @@ async def test_ready_names_redis_when_it_is_down(database_url: str, tmp_path: Pa
     assert body["code"] == "UNAVAILABLE"
     assert body["checks"] == {"database": "ok", "redis": "failed"}
     assert "redis" in body["detail"]
+    assert body["instance"] == "/health/ready"
 
 
 async def test_ready_with_real_redis(database_url: str, redis_url: str, tmp_path: Path) -> None:

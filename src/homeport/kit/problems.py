@@ -45,6 +45,7 @@ class Problem(BaseModel):
     detail: str
     code: str
     trace_id: str
+    instance: str | None = None
     errors: list[FieldError] | None = None
 
 

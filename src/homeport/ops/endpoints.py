@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from homeport import __version__
@@ -39,7 +39,7 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
     summary="Ready to serve: database (and Redis, when configured) answer",
     responses=responses(ErrorCode.UNAVAILABLE),
 )
-async def ready(state: StateDep) -> Any:
+async def ready(request: Request, state: StateDep) -> Any:
     probes: list[tuple[str, Any]] = [("database", state.database.ping)]
     if state.redis is not None:
         probes.append(("redis", state.redis.ping))
@@ -49,6 +49,7 @@ async def ready(state: StateDep) -> Any:
         return render(
             ErrorCode.UNAVAILABLE,
             f"Not ready: {', '.join(failing)} unavailable",
+            request,
             extra={"checks": results},
         )
     return JSONResponse({"status": "ok", "checks": results})
