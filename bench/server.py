@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -29,6 +30,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+async def _postgres_admin(admin_url: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def fresh_postgres(admin_url: str) -> Iterator[str]:
+    """A new, empty database on the server of ``admin_url`` (dropped afterwards); yields its URL
+    in the form Homeport takes (asyncpg driver)."""
+    name = f"homeport_bench_{os.getpid()}"
+    asyncio.run(_postgres_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(_postgres_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @contextlib.contextmanager
 def running_server(database_url: str | None = None, **settings: str) -> Iterator[Server]:
     data_dir = Path(tempfile.mkdtemp(prefix="homeport-bench-"))
@@ -36,7 +60,9 @@ def running_server(database_url: str | None = None, **settings: str) -> Iterator
     env = {
         **os.environ,
         "HOMEPORT_LOG_LEVEL": "WARNING",
-        "HOMEPORT_RATE_LIMIT_ENABLED": "false",
+        # Limits on (their cost is part of every request) but high enough never to refuse.
+        "HOMEPORT_RATE_LIMIT_DEFAULT": "1000000/minute",
+        "HOMEPORT_RATE_LIMIT_LOGIN": "1000000/minute",
         **{f"HOMEPORT_{key.upper()}": value for key, value in settings.items()},
     }
     if database_url:

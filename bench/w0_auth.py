@@ -4,13 +4,16 @@
   (JWT verify + session/role lookup) for D seconds: requests/s, p50, p99.
 - `login`: sequential logins with production argon2id settings: ms per login.
 
-Run: .venv/bin/python -m bench.w0_auth [--database-url URL] [--clients 32] [--seconds 10]
+Run: .venv/bin/python -m bench.w0_auth [--postgres ADMIN_URL] [--clients 32] [--seconds 10]
+(--postgres: a server to create a throwaway database on, e.g. postgresql://postgres@127.0.0.1/postgres;
+without it the embedded SQLite default is measured.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
@@ -19,7 +22,7 @@ import time
 
 import httpx
 
-from bench.server import running_server
+from bench.server import fresh_postgres, running_server
 
 PASSWORD = "bench-password-123"
 
@@ -69,11 +72,18 @@ async def _workload(base_url: str, clients: int, seconds: float) -> dict[str, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--postgres", default=None, help="admin URL of a PostgreSQL server")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    with running_server(args.database_url) as server:
+    with contextlib.ExitStack() as stack:
+        database_url = stack.enter_context(fresh_postgres(args.postgres)) if args.postgres else None
+        result = _run(database_url, args.clients, args.seconds)
+    print(json.dumps(result))
+
+
+def _run(database_url: str | None, clients: int, seconds: float) -> dict[str, object]:
+    with running_server(database_url) as server:
         subprocess.run(
             [
                 sys.executable,
@@ -93,13 +103,13 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
-        result = asyncio.run(_workload(server.base_url, args.clients, args.seconds))
-    result.update(
-        workload="W0 auth",
-        database="postgresql" if args.database_url else "sqlite",
-        clients=args.clients,
-    )
-    print(json.dumps(result))
+        measured = asyncio.run(_workload(server.base_url, clients, seconds))
+    return {
+        "workload": "W0 auth",
+        "database": "postgresql" if database_url else "sqlite",
+        "clients": clients,
+        **measured,
+    }
 
 
 if __name__ == "__main__":

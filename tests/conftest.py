@@ -100,7 +100,8 @@ async def _truncate_all(url: str) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS)
+        only_postgres = metafunc.definition.get_closest_marker("postgres_only") is not None
+        metafunc.parametrize("backend", ["postgresql"] if only_postgres else BACKENDS)
 
 
 @pytest.fixture
@@ -109,8 +110,6 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         url: str = request.getfixturevalue("postgres_url")
         asyncio.run(_truncate_all(url))
         return url
-    if request.node.get_closest_marker("postgres_only"):
-        pytest.skip("PostgreSQL-only test")
     template: Path = request.getfixturevalue("sqlite_template")
     target = tmp_path / "homeport.db"
     shutil.copy(template, target)

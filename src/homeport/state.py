@@ -30,7 +30,7 @@ class AppState:
     verified_api_keys: RecentlyVerified = field(default_factory=RecentlyVerified)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.homeport
     return state
 

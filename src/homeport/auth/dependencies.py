@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import MutableMapping
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from homeport.auth.principal import Principal
 from homeport.auth.service import AuthService
-from homeport.auth.tokens import API_KEY_MARK
+from homeport.auth.tokens import API_KEY_MARK, AccessClaims
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.security import hash_token
 from homeport.state import SessionDep, StateDep
@@ -18,7 +19,26 @@ _bearer = HTTPBearer(auto_error=False, description="Access token (JWT) or API ke
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
 
 
-def auth_service(state: StateDep, session: SessionDep) -> AuthService:
+# Where the rate limiter, which runs first, leaves an access token it already verified.
+_VERIFIED_ACCESS = "homeport.verified_access"
+
+
+def remember_verified_access(
+    scope: MutableMapping[str, Any], token: str, claims: AccessClaims
+) -> None:
+    """Spare the auth dependency a second signature check of the same token."""
+    scope.setdefault("state", {})[_VERIFIED_ACCESS] = (token, claims)
+
+
+def _verified_claims(request: Request, token: str) -> AccessClaims | None:
+    remembered = request.scope.get("state", {}).get(_VERIFIED_ACCESS)
+    if remembered is not None and remembered[0] == token:
+        claims: AccessClaims = remembered[1]
+        return claims
+    return None
+
+
+async def auth_service(state: StateDep, session: SessionDep) -> AuthService:
     return AuthService(session, state.settings, state.keyring, state.passwords)
 
 
@@ -45,13 +65,15 @@ async def get_principal(
             "Authentication required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return await service.authenticate_bearer(bearer.credentials)
+    return await service.authenticate_bearer(
+        bearer.credentials, _verified_claims(request, bearer.credentials)
+    )
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_platform_admin(principal: PrincipalDep) -> Principal:
+async def require_platform_admin(principal: PrincipalDep) -> Principal:
     if not principal.is_platform_admin:
         raise ProblemError(ErrorCode.AUTH_006, "Only a platform admin can do this")
     return principal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import case, delete
@@ -13,12 +14,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from homeport.kit.tenancy import (
     tenant_delete,
     tenant_select,
+    tenant_select_columns,
     tenant_update,
     unscoped_delete,
     unscoped_select,
 )
 from homeport.models.auth import ApiKey, DeviceSession, RefreshToken
-from homeport.models.tenants import LoginThrottle, Membership
+from homeport.models.tenants import LoginThrottle, Membership, User
+
+
+@dataclass(frozen=True)
+class SessionCredentials:
+    user_id: str
+    device_id: str
+    revoked_at: datetime | None
+    expires_at: datetime
+    role: str
+    user_disabled_at: datetime | None
+    is_platform_admin: bool
 
 
 class AuthRepository:
@@ -100,6 +113,33 @@ class AuthRepository:
         )
         row = result.first()
         return None if row is None else (row[0], row[1])
+
+    async def find_session_credentials(
+        self, tenant_id: str, session_id: str
+    ) -> SessionCredentials | None:
+        """Everything an access token is checked against, in one query (every request runs it)."""
+        result = await self.session.execute(
+            tenant_select_columns(
+                DeviceSession,
+                tenant_id,
+                DeviceSession.user_id,
+                DeviceSession.device_id,
+                DeviceSession.revoked_at,
+                DeviceSession.expires_at,
+                Membership.role,
+                User.disabled_at,
+                User.is_platform_admin,
+            )
+            .join(
+                Membership,
+                (Membership.tenant_id == DeviceSession.tenant_id)
+                & (Membership.user_id == DeviceSession.user_id),
+            )
+            .join(User, User.id == DeviceSession.user_id)
+            .where(DeviceSession.id == session_id)
+        )
+        row = result.first()
+        return None if row is None else SessionCredentials(*row)
 
     async def active_sessions(
         self, tenant_id: str, user_id: str, now: datetime

@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.principal import API_KEY_SCOPES, Permission, Principal, Role
 from homeport.auth.repository import AuthRepository
-from homeport.auth.tokens import API_KEY_MARK, REFRESH_MARK, issue_access_token, read_access_token
+from homeport.auth.tokens import (
+    API_KEY_MARK,
+    REFRESH_MARK,
+    AccessClaims,
+    issue_access_token,
+    read_access_token,
+)
 from homeport.config import Settings
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError, not_found
@@ -212,34 +218,36 @@ class AuthService:
 
     # Authentication of requests
 
-    async def authenticate_bearer(self, token: str) -> Principal:
-        try:
-            claims = read_access_token(self.keyring, token, issuer=self.settings.jwt_issuer)
-        except TokenError as exc:
-            code = ErrorCode.AUTH_002 if exc.expired else ErrorCode.AUTH_001
-            raise ProblemError(code, exc.reason) from exc
-        found = await self.repository.get_session_with_role(claims.tenant_id, claims.session_id)
+    async def authenticate_bearer(
+        self, token: str, verified_claims: AccessClaims | None = None
+    ) -> Principal:
+        """``verified_claims``: the token's claims if the caller already verified this token."""
+        claims = verified_claims
+        if claims is None:
+            try:
+                claims = read_access_token(self.keyring, token, issuer=self.settings.jwt_issuer)
+            except TokenError as exc:
+                code = ErrorCode.AUTH_002 if exc.expired else ErrorCode.AUTH_001
+                raise ProblemError(code, exc.reason) from exc
+        found = await self.repository.find_session_credentials(claims.tenant_id, claims.session_id)
         if found is None:
             raise ProblemError(ErrorCode.AUTH_001, "Session not found")
-        device_session, role = found
-        now = utcnow()
-        if device_session.revoked_at is not None:
+        if found.revoked_at is not None:
             raise ProblemError(ErrorCode.AUTH_001, "Session revoked")
-        if device_session.expires_at <= now:
+        if found.expires_at <= utcnow():
             raise ProblemError(ErrorCode.AUTH_002, "Session expired")
-        if device_session.user_id != claims.user_id or device_session.device_id != claims.device_id:
+        if found.user_id != claims.user_id or found.device_id != claims.device_id:
             raise ProblemError(ErrorCode.AUTH_001, "Token does not match its session")
-        user = await self.tenants.get_user(claims.user_id)
-        if user is None or user.disabled_at is not None:
+        if found.user_disabled_at is not None:
             raise ProblemError(ErrorCode.AUTH_001, "Account disabled")
         return Principal(
             kind="user",
             tenant_id=claims.tenant_id,
             user_id=claims.user_id,
-            role=Role(role),
+            role=Role(found.role),
             session_id=claims.session_id,
             device_id=claims.device_id,
-            is_platform_admin=user.is_platform_admin,
+            is_platform_admin=found.is_platform_admin,
         )
 
     async def authenticate_api_key(self, key: str, client_ip: str | None) -> Principal:

@@ -24,6 +24,11 @@ def tenant_select(model: type[ModelT], tenant_id: str) -> Select[ModelT]:
     return select(model).where(_tenant_column(model) == tenant_id)
 
 
+def tenant_select_columns(model: type[Any], tenant_id: str, *columns: Any) -> Select[Any]:
+    """Only some columns, no ORM objects (hot paths), scoped on ``model`` like tenant_select."""
+    return select(*columns).select_from(model).where(_tenant_column(model) == tenant_id)
+
+
 def tenant_update(model: type[Any], tenant_id: str) -> Update:
     return update(model).where(_tenant_column(model) == tenant_id)
 

@@ -31,7 +31,7 @@ TenantId = Annotated[str, Path(min_length=1, max_length=64)]
 UserId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
-def tenant_service(state: StateDep, session: SessionDep) -> TenantService:
+async def tenant_service(state: StateDep, session: SessionDep) -> TenantService:
     return TenantService(session, state.passwords, state.settings.invitation_ttl_seconds)
 
 
