@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -59,18 +60,17 @@ async def _pg_admin(statement: str) -> None:
         await connection.close()
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    name = f"homeport_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+@contextlib.contextmanager
+def temporary_postgres_database(prefix: str) -> Iterator[str]:
+    """A new empty PostgreSQL database (asyncpg URL), dropped afterwards."""
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     try:
         asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    url = f"{base}/{name}"
     try:
-        upgrade(url)
-        yield url
+        yield f"{base}/{name}"
     finally:
         asyncio.run(
             _pg_admin(
@@ -79,6 +79,13 @@ def postgres_url() -> Iterator[str]:
             )
         )
         asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with temporary_postgres_database("homeport_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -247,10 +254,18 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     return make_settings(database_url, tmp_path / "data")
 
 
-@pytest.fixture
-async def harness(settings: Settings) -> AsyncIterator[Harness]:
-    running, lifespan = await start_harness(settings)
+@contextlib.asynccontextmanager
+async def running_harness(
+    settings: Settings, registry: JobRegistry | None = None
+) -> AsyncIterator[Harness]:
+    running, lifespan = await start_harness(settings, registry)
     try:
         yield running
     finally:
         await stop_harness(running, lifespan)
+
+
+@pytest.fixture
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    async with running_harness(settings) as running:
+        yield running

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from sqlalchemy.engine import Connection
 from homeport.kit.db import create_engine
 from homeport.migrate import alembic_config, migrations_dir, upgrade
 from homeport.models import metadata
-from tests.conftest import PG_ADMIN_URL, _pg_admin, unavailable
+from tests.conftest import temporary_postgres_database
 
 
 @pytest.fixture
@@ -32,22 +31,8 @@ def empty_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{(tmp_path / 'migrations.db').as_posix()}"
         return
-    name = f"homeport_migrations_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        asyncio.run(
-            _pg_admin(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-            )
-        )
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}"'))
+    with temporary_postgres_database("homeport_migrations") as url:
+        yield url
 
 
 def _differences(connection: Connection) -> list[Any]:

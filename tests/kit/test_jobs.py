@@ -24,23 +24,25 @@ from tests.conftest import Harness
 EFFECT_KIND = "test.effect"  # rows written by handlers as a database side effect; never run
 
 
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
+async def _open(database_url: str) -> AsyncIterator[Database]:
     db = Database(database_url)
     try:
         yield db
     finally:
         await db.dispose()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    async for db in _open(database_url):
+        yield db
 
 
 @pytest.fixture
 async def second_database(database_url: str) -> AsyncIterator[Database]:
     """Another engine on the same database: a second server instance."""
-    db = Database(database_url)
-    try:
+    async for db in _open(database_url):
         yield db
-    finally:
-        await db.dispose()
 
 
 class Recorder:

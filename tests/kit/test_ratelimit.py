@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +17,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from homeport.config import Settings
 from homeport.models.auth import DeviceSession, RefreshToken
 from homeport.models.tenants import LoginThrottle
-from tests.conftest import Harness, Tenant, make_settings, start_harness, stop_harness
+from tests.conftest import Harness, Tenant, make_settings, running_harness
 
 LOGIN = "/api/v1/auth/login"
 RATE_HEADERS = ("ratelimit", "ratelimit-policy", "retry-after")
 POLICY_RE = re.compile(r'^"(?P<policy>[a-z]+)";q=(?P<q>\d+);w=(?P<w>\d+)$')
 STATE_RE = re.compile(r'^"(?P<policy>[a-z]+)";r=(?P<r>\d+);t=(?P<t>\d+)$')
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Harness]:
-    harness, lifespan = await start_harness(settings)
-    try:
-        yield harness
-    finally:
-        await stop_harness(harness, lifespan)
 
 
 def client_from(harness: Harness, ip: str) -> httpx.AsyncClient:
@@ -97,7 +85,7 @@ def assert_rate_limited(response: httpx.Response, policy: str, limit: int, path:
 
 async def test_fourth_login_in_a_minute_is_refused(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(database_url, tmp_path / "data", rate_limit_login="3/minute")
-    async with running(settings) as harness:
+    async with running_harness(settings) as harness:
         tenant = await harness.create_tenant("acme")
         await clear_of_window_edge()
         answers = [
@@ -119,7 +107,7 @@ async def test_failed_logins_count_against_the_login_limit(
     database_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(database_url, tmp_path / "data", rate_limit_login="2/minute")
-    async with running(settings) as harness:
+    async with running_harness(settings) as harness:
         tenant = await harness.create_tenant("acme")
         await clear_of_window_edge()
         wrong = [
@@ -149,7 +137,7 @@ async def _auth_rows(harness: Harness) -> tuple[int, int, list[tuple[str, int]]]
 
 async def test_a_refused_login_changes_nothing(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(database_url, tmp_path / "data", rate_limit_login="2/minute")
-    async with running(settings) as harness:
+    async with running_harness(settings) as harness:
         tenant = await harness.create_tenant("acme")
         await clear_of_window_edge()
         failed = await harness.client.post(LOGIN, json=login_body(tenant, password="wrong-one-x"))
@@ -183,7 +171,7 @@ async def test_default_policy_counts_each_user_separately(
     database_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(database_url, tmp_path / "data", rate_limit_default="3/minute")
-    async with running(settings) as harness:
+    async with running_harness(settings) as harness:
         acme = await harness.create_tenant("acme")
         globex = await harness.create_tenant("globex")
         alice = await harness.owner_headers(acme, "alice-phone")
@@ -214,7 +202,7 @@ async def test_default_policy_counts_each_user_separately(
 
 async def test_default_policy_counts_api_keys_by_key(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(database_url, tmp_path / "data", rate_limit_default="4/minute")
-    async with running(settings) as harness:
+    async with running_harness(settings) as harness:
         tenant = await harness.create_tenant("acme")
         owner = await harness.owner_headers(tenant)
         await clear_of_window_edge()
@@ -274,7 +262,7 @@ async def test_unauthenticated_requests_are_counted_by_client_ip(
     database_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(database_url, tmp_path / "data", rate_limit_default="3/minute")
-    async with running(settings) as harness:
+    async with running_harness(settings) as harness:
         other = client_from(harness, "10.1.2.3")
         try:
             await clear_of_window_edge()
@@ -311,7 +299,7 @@ async def test_health_policy_is_separate_from_default(database_url: str, tmp_pat
         rate_limit_health="2/minute",
         rate_limit_default="3/minute",
     )
-    async with running(settings) as harness:
+    async with running_harness(settings) as harness:
         await clear_of_window_edge()
         health = [await harness.client.get("/health/live") for _ in range(2)]
         health_refused = await harness.client.get("/health/ready")
@@ -363,9 +351,9 @@ async def test_redis_counters_are_shared_between_instances(
     probe = redis_asyncio.from_url(redis_url)
     try:
         async with (
-            running(first_settings) as one,
-            running(second_settings) as two,
-            running(third_settings) as three,
+            running_harness(first_settings) as one,
+            running_harness(second_settings) as two,
+            running_harness(third_settings) as three,
         ):
             tenant = await one.create_tenant("acme")
             body = login_body(tenant)
@@ -403,7 +391,7 @@ async def test_memory_counters_are_per_instance(database_url: str, tmp_path: Pat
         redis_key_prefix=first_settings.redis_key_prefix,
         **common,
     )
-    async with running(first_settings) as one, running(second_settings) as two:
+    async with running_harness(first_settings) as one, running_harness(second_settings) as two:
         tenant = await one.create_tenant("acme")
         body = login_body(tenant)
         await clear_of_window_edge()
@@ -425,7 +413,7 @@ async def test_unreachable_redis_lets_requests_through(database_url: str, tmp_pa
         rate_limit_default="1/minute",
         rate_limit_health="1/minute",
     )
-    async with running(settings) as harness:
+    async with running_harness(settings) as harness:
         tenant = await harness.create_tenant("acme")
         logins = [
             await harness.client.post(LOGIN, json=login_body(tenant, device=f"d{i}"))
@@ -460,7 +448,7 @@ async def test_disabled_rate_limits_send_no_headers_and_never_refuse(
         rate_limit_default="1/minute",
         rate_limit_health="1/minute",
     )
-    async with running(settings) as harness:
+    async with running_harness(settings) as harness:
         tenant = await harness.create_tenant("acme")
         logins = [
             await harness.client.post(LOGIN, json=login_body(tenant, device=f"d{i}"))
