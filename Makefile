@@ -13,8 +13,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml clients/python/pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e clients/python
 	touch $@
 
 run: $(BIN)/.installed
@@ -24,12 +24,13 @@ run: $(BIN)/.installed
 test: $(BIN)/.installed-dev lint typecheck unit
 
 lint: $(BIN)/.installed-dev
-	$(BIN)/ruff check src tests scripts migrations bench
-	$(BIN)/ruff format --check src tests scripts migrations bench
+	$(BIN)/ruff check src tests scripts migrations bench clients/python
+	$(BIN)/ruff format --check src tests scripts migrations bench clients/python
 	$(BIN)/python scripts/check_tenant_scope.py
 
 typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy src
+	cd clients/python && ../../$(BIN)/mypy src tests
 
 unit: $(BIN)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

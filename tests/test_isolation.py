@@ -18,6 +18,13 @@ COVERED = {
     ("DELETE", "/api/v1/tenants/{tenant_id}/members/{user_id}"),
     ("DELETE", "/api/v1/auth/sessions/{session_id}"),
     ("DELETE", "/api/v1/api-keys/{key_id}"),
+    ("GET", "/api/v1/collections/{name}"),
+    ("PUT", "/api/v1/collections/{name}"),
+    ("DELETE", "/api/v1/collections/{name}"),
+    ("GET", "/api/v1/sync/policies/{tenant_id}/{domain}"),
+    ("PUT", "/api/v1/sync/policies/{tenant_id}/{domain}"),
+    ("POST", "/api/v1/sync/conflicts/{conflict_id}/resolve"),
+    ("DELETE", "/api/v1/sync/conflicts/{conflict_id}"),
 }
 
 
@@ -123,3 +130,58 @@ async def test_lists_only_show_the_callers_tenant(harness: Harness) -> None:
     assert world["globex_session"] not in [s["id"] for s in sessions["sessions"]]
     key_view = await harness.client.get("/api/v1/tenants", headers=world["callers"]["acme api key"])
     assert [t["slug"] for t in key_view.json()["tenants"]] == ["acme"]
+
+
+async def _globex_sync(harness: Harness, headers: dict[str, str]) -> str:
+    """Globex's private collection, a record and a pending conflict; returns the conflict id."""
+    created = await harness.client.post(
+        "/api/v1/collections",
+        json={"name": "orders", "read": "tenant", "write": "tenant", "conflict_policy": "manual"},
+        headers=headers,
+    )
+    assert created.status_code == 201, created.text
+    change = {"collection": "orders", "id": "o1", "op": "upsert", "data": {"total": 5}}
+    first = await harness.client.post(
+        "/api/v1/sync/push", json={"idempotency_key": "a", "changes": [change]}, headers=headers
+    )
+    assert first.json()["results"][0]["status"] == "applied"
+    second = await harness.client.post(
+        "/api/v1/sync/push", json={"idempotency_key": "b", "changes": [change]}, headers=headers
+    )
+    conflict_id: str = second.json()["conflicts"][0]["conflict_id"]
+    return conflict_id
+
+
+async def test_other_tenants_sync_objects_are_not_found(harness: Harness) -> None:
+    world = await _world(harness)
+    globex = world["globex"]
+    globex_headers = await harness.owner_headers(globex, "g-sync")
+    conflict_id = await _globex_sync(harness, globex_headers)
+    acme_owner = world["callers"]["acme owner"]
+    spec = {"read": "tenant", "write": "tenant"}
+    requests = [
+        ("GET", "/api/v1/collections/orders", None),
+        ("PUT", "/api/v1/collections/orders", spec),
+        ("DELETE", "/api/v1/collections/orders", None),
+        ("GET", f"/api/v1/sync/policies/{globex.id}/orders", None),
+        ("PUT", f"/api/v1/sync/policies/{globex.id}/orders", {"resolution_policy": "client_wins"}),
+        ("POST", f"/api/v1/sync/conflicts/{conflict_id}/resolve", {"resolution": "accept_client"}),
+        ("DELETE", f"/api/v1/sync/conflicts/{conflict_id}", None),
+    ]
+    for method, path, body in requests:
+        response = await harness.client.request(method, path, json=body, headers=acme_owner)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["code"] == "NOT_FOUND"
+    acme_pull = await harness.client.get("/api/v1/sync/pull", headers=acme_owner)
+    assert acme_pull.json()["changes"] == []
+    conflicts = await harness.client.get(
+        "/api/v1/sync/conflicts", params={"tenant_id": globex.id}, headers=acme_owner
+    )
+    assert conflicts.json()["conflicts"] == []
+    # Nothing changed for globex.
+    policy = await harness.client.get(
+        f"/api/v1/sync/policies/{globex.id}/orders", headers=globex_headers
+    )
+    assert policy.json()["resolution_policy"] == "manual"
+    pending = await harness.client.get("/api/v1/sync/conflicts", headers=globex_headers)
+    assert [c["resolution_result"] for c in pending.json()["conflicts"]] == ["pending"]

@@ -22,6 +22,7 @@ from homeport.auth.tokens import API_KEY_MARK, read_access_token
 from homeport.config import Settings
 from homeport.kit.clock import utcnow
 from homeport.kit.db import Database
+from homeport.kit.errors import ErrorCode
 from homeport.kit.http import (
     BodyLimitMiddleware,
     RateLimitMiddleware,
@@ -35,6 +36,9 @@ from homeport.kit.ratelimit import RateLimiter, make_storage
 from homeport.kit.security import KeyRing, PasswordHashing, hash_token, load_or_create_secrets
 from homeport.ops.endpoints import router as ops_router
 from homeport.state import AppState
+from homeport.sync import tasks as sync_tasks
+from homeport.sync.endpoints import PUSH_PATH
+from homeport.sync.endpoints import router as sync_router
 from homeport.tenants.endpoints import router as tenants_router
 
 log = get_logger("homeport.app")
@@ -64,6 +68,7 @@ def resolve_secrets(settings: Settings) -> tuple[str, KeyRing]:
 def build_registry(settings: Settings) -> JobRegistry:
     registry = JobRegistry()
     auth_tasks.register(registry, settings.session_cleanup_cron)
+    sync_tasks.register(registry, settings)
     return registry
 
 
@@ -146,6 +151,7 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
     app.include_router(ops_router)
     app.include_router(auth_router)
     app.include_router(tenants_router)
+    app.include_router(sync_router)
 
     async def identify(scope: Scope) -> tuple[str, str]:
         path: str = scope["path"]
@@ -173,7 +179,11 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
             allow_headers=["*"],
             expose_headers=["X-Trace-Id", "RateLimit", "RateLimit-Policy", "Retry-After"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        path_limits={PUSH_PATH: (settings.sync_max_batch_bytes, ErrorCode.SYNC_001)},
+    )
     app.add_middleware(TraceMiddleware)
     app.add_api_route("/api/v1", _api_root, methods=["GET"], include_in_schema=False)
     return app

@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     jobs_max_attempts: int = 8
     session_cleanup_cron: str = "17 * * * *"
 
+    # Sync
+    sync_max_batch_items: int = 1000
+    sync_max_batch_bytes: int = 5 * 1024 * 1024
+    sync_pull_default_limit: int = 1000
+    sync_pull_max_limit: int = 10000
+    sync_tombstone_retention_days: int = 30
+    sync_max_clock_skew_seconds: int = 300
+    sync_idempotency_ttl_seconds: int = 7 * 24 * 3600
+    sync_compaction_cron: str = "41 3 * * *"
+
     # First start
     bootstrap_tenant: str = "default"
     bootstrap_email: str = "admin@example.com"

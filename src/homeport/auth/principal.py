@@ -29,6 +29,10 @@ class Permission(enum.StrEnum):
     MEMBERS_READ = "members:read"
     MEMBERS_WRITE = "members:write"
     API_KEYS_MANAGE = "api_keys:manage"
+    COLLECTIONS_READ = "collections:read"
+    COLLECTIONS_WRITE = "collections:write"
+    CONFLICTS_READ = "conflicts:read"
+    CONFLICTS_WRITE = "conflicts:write"
 
 
 # The lowest role that holds each permission.
@@ -37,11 +41,23 @@ _MINIMUM_ROLE = {
     Permission.MEMBERS_READ: Role.MANAGER,
     Permission.MEMBERS_WRITE: Role.ADMIN,
     Permission.API_KEYS_MANAGE: Role.ADMIN,
+    Permission.COLLECTIONS_READ: Role.MEMBER,
+    Permission.COLLECTIONS_WRITE: Role.ADMIN,
+    Permission.CONFLICTS_READ: Role.MANAGER,
+    Permission.CONFLICTS_WRITE: Role.MANAGER,
 }
 
 # Scopes an API key may carry. Managing API keys stays with people.
 API_KEY_SCOPES = frozenset(
-    {Permission.TENANT_READ, Permission.MEMBERS_READ, Permission.MEMBERS_WRITE}
+    {
+        Permission.TENANT_READ,
+        Permission.MEMBERS_READ,
+        Permission.MEMBERS_WRITE,
+        Permission.COLLECTIONS_READ,
+        Permission.COLLECTIONS_WRITE,
+        Permission.CONFLICTS_READ,
+        Permission.CONFLICTS_WRITE,
+    }
 )
 
 

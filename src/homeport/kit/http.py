@@ -25,15 +25,17 @@ async def send_problem(
     trace_id: str,
     path: str,
     headers: dict[str, str] | None = None,
+    status: int | None = None,
 ) -> None:
-    body = json.dumps(problem_body(code, detail, trace_id, instance=path)).encode()
+    status = status or code.status
+    body = json.dumps(problem_body(code, detail, trace_id, instance=path, status=status)).encode()
     raw_headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"x-trace-id", trace_id.encode()),
     ]
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": code.status, "headers": raw_headers})
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -80,26 +82,33 @@ class TraceMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over the limit with 413, declared or streamed."""
+    """Refuses request bodies over the limit with 413, declared or streamed.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``path_limits`` gives single paths their own limit and error code (a sync push may be
+    larger than other requests, and says so with a sync code)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        path_limits: dict[str, tuple[int, ErrorCode]] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         trace_id = scope.get("state", {}).get("trace_id", "")
+        max_bytes, code = self.path_limits.get(
+            scope["path"], (self.max_bytes, ErrorCode.PAYLOAD_TOO_LARGE)
+        )
+        detail = f"Request body is larger than {max_bytes} bytes"
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await send_problem(
-                send,
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"Request body is larger than {self.max_bytes} bytes",
-                trace_id,
-                scope["path"],
-            )
+        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+            await send_problem(send, code, detail, trace_id, scope["path"], status=413)
             return
         received = 0
 
@@ -108,20 +117,14 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     raise _TooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await send_problem(
-                send,
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"Request body is larger than {self.max_bytes} bytes",
-                trace_id,
-                scope["path"],
-            )
+            await send_problem(send, code, detail, trace_id, scope["path"], status=413)
 
 
 class _TooLarge(Exception):

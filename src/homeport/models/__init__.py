@@ -3,6 +3,15 @@
 from homeport.kit.db import Base
 from homeport.models.auth import ApiKey, DeviceSession, RefreshToken
 from homeport.models.jobs import Job, JobSchedule
+from homeport.models.sync import (
+    Collection,
+    IdempotentPush,
+    SchemaChange,
+    SyncConflict,
+    SyncEvent,
+    SyncRecord,
+    SyncState,
+)
 from homeport.models.tenants import Invitation, LoginThrottle, Membership, Tenant, User
 
 metadata = Base.metadata
@@ -10,13 +19,20 @@ metadata = Base.metadata
 __all__ = [
     "ApiKey",
     "Base",
+    "Collection",
     "DeviceSession",
+    "IdempotentPush",
     "Invitation",
     "Job",
     "JobSchedule",
     "LoginThrottle",
     "Membership",
     "RefreshToken",
+    "SchemaChange",
+    "SyncConflict",
+    "SyncEvent",
+    "SyncRecord",
+    "SyncState",
     "Tenant",
     "User",
     "metadata",

@@ -1,0 +1,1 @@
+"""Offline sync: collections, the change feed (pull), batched mutations (push), conflicts."""

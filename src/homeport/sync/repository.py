@@ -1,0 +1,393 @@
+"""All SQL of sync: collections, records and the feed, idempotency, conflicts, events.
+
+The hot paths are batched: a push loads every record it touches in one query and writes them in
+one ``INSERT ... ON CONFLICT DO UPDATE`` (executemany); a pull is one indexed range query whose
+JSON documents come back as text and are passed through without decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Text, and_, cast, false, func, or_, text, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from homeport.kit.tenancy import (
+    tenant_delete,
+    tenant_select,
+    tenant_select_columns,
+    tenant_update,
+    unscoped_delete,
+    unscoped_select,
+)
+from homeport.models.sync import (
+    Collection,
+    IdempotentPush,
+    SchemaChange,
+    SyncConflict,
+    SyncEvent,
+    SyncRecord,
+    SyncState,
+)
+from homeport.sync.cursor import START, FeedPoint
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    collection: str
+    record_id: str
+    version: int
+    deleted: bool
+    updated_at: datetime
+    xid: int
+    position: int
+    data_json: str | None
+
+
+class SyncRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
+
+    def _insert(self) -> Any:
+        return pg_insert if self.is_postgres else sqlite_insert
+
+    # Collections
+
+    async def list_collections(self, tenant_id: str) -> Sequence[Collection]:
+        result = await self.session.execute(
+            tenant_select(Collection, tenant_id).order_by(Collection.name)
+        )
+        return result.scalars().all()
+
+    async def get_collection(self, tenant_id: str, name: str) -> Collection | None:
+        result = await self.session.execute(
+            tenant_select(Collection, tenant_id).where(Collection.name == name)
+        )
+        return result.scalar_one_or_none()
+
+    def add(self, row: object) -> None:
+        self.session.add(row)
+
+    async def flush(self) -> None:
+        await self.session.flush()
+
+    async def delete_collection(self, tenant_id: str, name: str) -> None:
+        await self.session.execute(
+            tenant_delete(SyncRecord, tenant_id).where(SyncRecord.collection == name)
+        )
+        await self.session.execute(
+            tenant_delete(Collection, tenant_id).where(Collection.name == name)
+        )
+
+    async def count_records(self, tenant_id: str, collection: str) -> int:
+        result = await self.session.execute(
+            tenant_select_columns(SyncRecord, tenant_id, func.count()).where(
+                SyncRecord.collection == collection
+            )
+        )
+        return int(result.scalar_one())
+
+    async def list_schema_changes(self, tenant_id: str, collection: str) -> Sequence[SchemaChange]:
+        result = await self.session.execute(
+            tenant_select(SchemaChange, tenant_id)
+            .where(SchemaChange.collection == collection)
+            .order_by(SchemaChange.created_at)
+        )
+        return result.scalars().all()
+
+    # Records
+
+    async def load_records(
+        self, tenant_id: str, keys: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], SyncRecord]:
+        """The current rows of the given (collection, id) pairs, in one query."""
+        wanted = list(set(keys))
+        if not wanted:
+            return {}
+        found: dict[tuple[str, str], SyncRecord] = {}
+        # Bounded IN lists keep every statement well under the drivers' parameter limits.
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            result = await self.session.execute(
+                tenant_select(SyncRecord, tenant_id).where(
+                    tuple_(SyncRecord.collection, SyncRecord.record_id).in_(chunk)
+                )
+            )
+            for row in result.scalars():
+                found[(row.collection, row.record_id)] = row
+        return found
+
+    async def allocate_feed_points(self, tenant_id: str, count: int) -> tuple[int, list[int]]:
+        """``count`` feed positions for this transaction, and its xid (0 on SQLite).
+
+        SQLite has one writer, so a per-tenant counter bumped inside the write transaction gives
+        positions in commit order. PostgreSQL uses the transaction id for order and a sequence
+        for uniqueness.
+        """
+        if self.is_postgres:
+            xid = (
+                await self.session.execute(text("SELECT pg_current_xact_id()::text::bigint"))
+            ).scalar_one()
+            positions = (
+                await self.session.execute(
+                    text("SELECT nextval('sync_feed_position') FROM generate_series(1, :n)"),
+                    {"n": count},
+                )
+            ).scalars()
+            return int(xid), sorted(int(position) for position in positions)
+        await self.session.execute(
+            sqlite_insert(SyncState)
+            .values(tenant_id=tenant_id, last_position=0, compacted_xid=0, compacted_position=0)
+            .on_conflict_do_nothing()
+        )
+        last = (
+            await self.session.execute(
+                tenant_update(SyncState, tenant_id)
+                .values(last_position=SyncState.last_position + count)
+                .returning(SyncState.last_position)
+            )
+        ).scalar_one()
+        return 0, list(range(int(last) - count + 1, int(last) + 1))
+
+    async def write_records(self, rows: list[dict[str, Any]]) -> None:
+        """Insert or replace whole records (one executemany)."""
+        if not rows:
+            return
+        statement = self._insert()(SyncRecord)
+        columns = [name for name in rows[0] if name not in ("tenant_id", "collection", "record_id")]
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["tenant_id", "collection", "record_id"],
+                set_={name: statement.excluded[name] for name in columns},
+            ),
+            rows,
+        )
+
+    async def latest_point(self, tenant_id: str) -> FeedPoint:
+        result = await self.session.execute(
+            tenant_select_columns(SyncRecord, tenant_id, SyncRecord.xid, SyncRecord.position)
+            .order_by(SyncRecord.xid.desc(), SyncRecord.position.desc())
+            .limit(1)
+        )
+        row = result.first()
+        return START if row is None else FeedPoint(int(row[0]), int(row[1]))
+
+    async def compacted_point(self, tenant_id: str) -> FeedPoint:
+        result = await self.session.execute(
+            tenant_select_columns(
+                SyncState, tenant_id, SyncState.compacted_xid, SyncState.compacted_position
+            )
+        )
+        row = result.first()
+        return START if row is None else FeedPoint(int(row[0]), int(row[1]))
+
+    async def read_feed(
+        self,
+        tenant_id: str,
+        after: FeedPoint,
+        limit: int,
+        all_of: Sequence[str],
+        own_of: Sequence[str],
+        user_id: str | None,
+    ) -> list[FeedRow]:
+        """Changes after ``after`` in feed order, only in the caller's scope."""
+        scope: list[ColumnElement[bool]] = []
+        if all_of:
+            scope.append(SyncRecord.collection.in_(all_of))
+        if own_of and user_id is not None:
+            scope.append(and_(SyncRecord.collection.in_(own_of), SyncRecord.owner_id == user_id))
+        query = (
+            tenant_select_columns(
+                SyncRecord,
+                tenant_id,
+                SyncRecord.collection,
+                SyncRecord.record_id,
+                SyncRecord.version,
+                SyncRecord.deleted,
+                SyncRecord.updated_at,
+                SyncRecord.xid,
+                SyncRecord.position,
+                cast(SyncRecord.data, Text),
+            )
+            .where(
+                tuple_(SyncRecord.xid, SyncRecord.position) > tuple_(after.xid, after.position),
+                or_(*scope) if scope else false(),
+            )
+            .order_by(SyncRecord.xid, SyncRecord.position)
+            .limit(limit)
+        )
+        if self.is_postgres:
+            # Only transactions that can no longer commit below this point (gapless feed).
+            horizon = cast(
+                cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger
+            )
+            query = query.where(SyncRecord.xid < horizon)
+        result = await self.session.execute(query)
+        return [FeedRow(*row) for row in result.all()]
+
+    # Tombstone compaction
+
+    async def compact_tombstones(self, before: datetime) -> int:
+        """Remove tombstones older than ``before`` and move each tenant's horizon past them."""
+        horizons = await self.session.execute(
+            unscoped_select(SyncRecord, reason="maintenance over every tenant")
+            .with_only_columns(SyncRecord.tenant_id, func.max(SyncRecord.xid), func.count())
+            .where(SyncRecord.deleted.is_(True), SyncRecord.updated_at < before)
+            .group_by(SyncRecord.tenant_id)
+        )
+        removed = 0
+        for tenant_id, max_xid, count in horizons.all():
+            position = (
+                await self.session.execute(
+                    tenant_select_columns(
+                        SyncRecord, tenant_id, func.max(SyncRecord.position)
+                    ).where(
+                        SyncRecord.deleted.is_(True),
+                        SyncRecord.updated_at < before,
+                        SyncRecord.xid == max_xid,
+                    )
+                )
+            ).scalar_one()
+            await self.session.execute(
+                self._insert()(SyncState)
+                .values(tenant_id=tenant_id, last_position=0, compacted_xid=0, compacted_position=0)
+                .on_conflict_do_nothing()
+            )
+            current = await self.compacted_point(tenant_id)
+            point = max(current, FeedPoint(int(max_xid), int(position)))
+            await self.session.execute(
+                tenant_update(SyncState, tenant_id).values(
+                    compacted_xid=point.xid, compacted_position=point.position
+                )
+            )
+            await self.session.execute(
+                tenant_delete(SyncRecord, tenant_id).where(
+                    SyncRecord.deleted.is_(True), SyncRecord.updated_at < before
+                )
+            )
+            removed += int(count)
+        return removed
+
+    # Idempotency
+
+    async def claim_idempotency_key(
+        self,
+        tenant_id: str,
+        device_id: str,
+        key: str,
+        request_hash: str,
+        now: datetime,
+        expires_at: datetime,
+    ) -> bool:
+        """Reserve the key for this push; False when another push holds it (the caller then
+        reads it). On PostgreSQL a concurrent push with the same key waits here until the
+        first one commits."""
+        statement = (
+            self._insert()(IdempotentPush)
+            .values(
+                tenant_id=tenant_id,
+                device_id=device_id,
+                idempotency_key=key,
+                request_hash=request_hash,
+                response="",
+                created_at=now,
+                expires_at=expires_at,
+            )
+            .on_conflict_do_nothing()
+        )
+        result = await self.session.execute(statement)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def get_idempotent_push(
+        self, tenant_id: str, device_id: str, key: str
+    ) -> IdempotentPush | None:
+        result = await self.session.execute(
+            tenant_select(IdempotentPush, tenant_id).where(
+                IdempotentPush.device_id == device_id, IdempotentPush.idempotency_key == key
+            )
+        )
+        return result.scalar_one_or_none()
+
+    async def reset_idempotency_key(
+        self,
+        tenant_id: str,
+        device_id: str,
+        key: str,
+        request_hash: str,
+        now: datetime,
+        expires_at: datetime,
+    ) -> None:
+        await self.session.execute(
+            tenant_update(IdempotentPush, tenant_id)
+            .where(IdempotentPush.device_id == device_id, IdempotentPush.idempotency_key == key)
+            .values(request_hash=request_hash, response="", created_at=now, expires_at=expires_at)
+        )
+
+    async def store_idempotent_answer(
+        self, tenant_id: str, device_id: str, key: str, response: str
+    ) -> None:
+        await self.session.execute(
+            tenant_update(IdempotentPush, tenant_id)
+            .where(IdempotentPush.device_id == device_id, IdempotentPush.idempotency_key == key)
+            .values(response=response)
+        )
+
+    async def delete_expired_idempotency(self, now: datetime) -> int:
+        result = await self.session.execute(
+            unscoped_delete(IdempotentPush, reason="expiry over every tenant").where(
+                IdempotentPush.expires_at < now
+            )
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    # Conflicts
+
+    async def add_conflicts(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.session.execute(self._insert()(SyncConflict), rows)
+
+    async def get_conflict(self, tenant_id: str, conflict_id: str) -> SyncConflict | None:
+        result = await self.session.execute(
+            tenant_select(SyncConflict, tenant_id).where(SyncConflict.id == conflict_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def list_conflicts(
+        self, tenant_id: str, collection: str | None, since: datetime | None, limit: int
+    ) -> tuple[Sequence[SyncConflict], int]:
+        query = tenant_select(SyncConflict, tenant_id)
+        count = tenant_select_columns(SyncConflict, tenant_id, func.count())
+        if collection is not None:
+            query = query.where(SyncConflict.collection == collection)
+            count = count.where(SyncConflict.collection == collection)
+        if since is not None:
+            query = query.where(SyncConflict.created_at >= since)
+            count = count.where(SyncConflict.created_at >= since)
+        rows = await self.session.execute(
+            query.order_by(SyncConflict.created_at.desc()).limit(limit)
+        )
+        total = (await self.session.execute(count)).scalar_one()
+        return rows.scalars().all(), int(total)
+
+    # Events
+
+    def add_event(self, event: SyncEvent) -> None:
+        self.session.add(event)
+
+    async def pushed_items(self, tenant_id: str, since: datetime | None) -> int:
+        """Items pushed in the period (the denominator of the conflict rate)."""
+        query = tenant_select_columns(
+            SyncEvent, tenant_id, func.coalesce(func.sum(SyncEvent.items), 0)
+        ).where(SyncEvent.kind == "push")
+        if since is not None:
+            query = query.where(SyncEvent.created_at >= since)
+        return int((await self.session.execute(query)).scalar_one())

@@ -1,0 +1,189 @@
+"""Request and response bodies of the sync endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from homeport.auth.schemas import StrictModel
+from homeport.sync.policies import normalise_policy
+from homeport.sync.rules import parse_rule
+
+CollectionName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")
+]
+FieldName = Annotated[
+    str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+]
+Rule = Annotated[str, StringConstraints(max_length=40), AfterValidator(parse_rule)]
+Policy = Annotated[str, StringConstraints(max_length=20), AfterValidator(normalise_policy)]
+RecordId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class CollectionSpec(StrictModel):
+    """A collection as declared (admin API body and one entry of a manifest)."""
+
+    name: CollectionName
+    id_field: FieldName = "id"
+    schema_: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        alias="schema",
+        description="JSON Schema of a record; `x-owner-field` names the field holding the "
+        "owner's user id.",
+    )
+    read: Rule = "owner"
+    write: Rule = "owner"
+    conflict_policy: Policy = "server_wins"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CollectionUpdate(StrictModel):
+    id_field: FieldName = "id"
+    schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
+    read: Rule = "owner"
+    write: Rule = "owner"
+    conflict_policy: Policy = "server_wins"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CollectionOut(BaseModel):
+    name: str
+    id_field: str
+    schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    read: str
+    write: str
+    conflict_policy: str
+    owner_field: str | None
+    schema_version: int
+    created_at: datetime
+    updated_at: datetime
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class CollectionChange(BaseModel):
+    """What a create or update did (the manifest diff shows the same)."""
+
+    name: str
+    action: Literal["created", "updated", "unchanged", "deleted"]
+    changes: list[str]
+    breaking: list[str]
+    collection: CollectionOut | None = None
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionOut]
+
+
+class PushChange(BaseModel):
+    collection: str = Field(max_length=63)
+    id: str | None = Field(default=None, max_length=200)
+    op: str = "upsert"
+    data: dict[str, Any] | None = None
+    base_version: int | None = Field(default=None, ge=0)
+    hlc: str | None = Field(default=None, max_length=300)
+    hash: str | None = Field(default=None, max_length=64)
+
+
+class PushResult(BaseModel):
+    collection: str
+    id: str | None
+    status: Literal["applied", "conflict", "rejected"]
+    version: int | None = None
+    resolution: str | None = None
+
+
+class ConflictSide(BaseModel):
+    version: int | None
+    data: dict[str, Any] | None
+    deleted: bool
+
+
+class PushConflict(BaseModel):
+    conflict_id: str
+    collection: str
+    id: str
+    resolution: str
+    winner: str | None
+    status: Literal["resolved", "pending"]
+    server: ConflictSide
+
+
+class ItemError(BaseModel):
+    item_id: str | None
+    collection: str | None = None
+    error: str
+    message: str
+    fields: list[str] | None = None
+
+
+class PushResponse(BaseModel):
+    synced_items: int
+    failed_items: int
+    results: list[PushResult]
+    conflicts: list[PushConflict]
+    errors: list[ItemError]
+    cursor: str
+
+
+class PullChange(BaseModel):
+    collection: str
+    id: str
+    op: Literal["upsert", "delete"]
+    version: int
+    data: dict[str, Any] | None
+    deleted: bool
+    updated_at: datetime
+
+
+class PullResponse(BaseModel):
+    changes: list[PullChange]
+    cursor: str
+    has_more: bool
+
+
+class CursorResponse(BaseModel):
+    cursor: str
+
+
+class PolicyOut(BaseModel):
+    tenant_id: str
+    domain: str
+    resolution_policy: str
+    auto_resolve: bool
+    notify_on_conflict: bool
+
+
+class PolicyUpdate(StrictModel):
+    resolution_policy: Policy
+    auto_resolve: bool = True
+    notify_on_conflict: bool = False
+
+
+class ConflictOut(BaseModel):
+    id: str
+    mobile_id: str
+    domain: str
+    device_id: str | None
+    server_version: dict[str, Any]
+    client_version: dict[str, Any]
+    resolution_strategy: str
+    resolution_result: Literal["resolved", "pending", "dismissed"]
+    winning_version: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class ConflictList(BaseModel):
+    conflicts: list[ConflictOut]
+    total: int
+    conflict_rate_pct: float
+
+
+class ConflictResolve(StrictModel):
+    resolution: Literal["accept_server", "accept_client", "merge"]
+    data: dict[str, Any] | None = None
