@@ -109,21 +109,24 @@ class SyncRepository:
     async def load_records(
         self, tenant_id: str, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], SyncRecord]:
-        """The current rows of the given (collection, id) pairs, in one query."""
-        wanted = list(set(keys))
-        if not wanted:
-            return {}
+        """The current rows of the given (collection, id) pairs: one primary-key range query
+        per collection and chunk of ids."""
+        by_collection: dict[str, set[str]] = {}
+        for collection, record_id in keys:
+            by_collection.setdefault(collection, set()).add(record_id)
         found: dict[tuple[str, str], SyncRecord] = {}
-        # Bounded IN lists keep every statement well under the drivers' parameter limits.
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            result = await self.session.execute(
-                tenant_select(SyncRecord, tenant_id).where(
-                    tuple_(SyncRecord.collection, SyncRecord.record_id).in_(chunk)
+        for collection, id_set in by_collection.items():
+            ids = sorted(id_set)
+            # Bounded IN lists keep every statement under the drivers' parameter limits.
+            for start in range(0, len(ids), 900):
+                result = await self.session.execute(
+                    tenant_select(SyncRecord, tenant_id).where(
+                        SyncRecord.collection == collection,
+                        SyncRecord.record_id.in_(ids[start : start + 900]),
+                    )
                 )
-            )
-            for row in result.scalars():
-                found[(row.collection, row.record_id)] = row
+                for row in result.scalars():
+                    found[(row.collection, row.record_id)] = row
         return found
 
     async def allocate_feed_points(self, tenant_id: str, count: int) -> tuple[int, list[int]]:
@@ -162,7 +165,8 @@ class SyncRepository:
         """Insert or replace whole records (one executemany)."""
         if not rows:
             return
-        statement = self._insert()(SyncRecord)
+        # Core insert on the table: the ORM's bulk machinery adds nothing here but time.
+        statement = self._insert()(SyncRecord.__table__)
         columns = [name for name in rows[0] if name not in ("tenant_id", "collection", "record_id")]
         await self.session.execute(
             statement.on_conflict_do_update(

@@ -41,6 +41,7 @@ class _Item:
     record_id: str | None = None
     op: Op | None = None
     hlc: str = ""
+    digest: str | None = None  # content hash of the item's data, once computed
     error: tuple[str, str, list[str] | None] | None = None  # code, message, fields
 
 
@@ -52,6 +53,7 @@ class _Working:
     owner_id: str | None
     created_at: datetime | None
     changed: bool = False
+    content_hash: str | None = None
 
 
 @dataclass
@@ -315,19 +317,20 @@ class SyncService:
         if item.op is not Op.DELETE and data is None:
             item.error = ("SYNC_002", f"data is required for {item.op.value}", ["data"])
             return
-        if data is not None:
+        if data is not None and change.hash is not None:
             try:
                 digest = content_hash(data)
             except NotCanonicalizable as exc:
                 item.error = ("SYNC_001", f"data cannot be stored exactly: {exc}", ["data"])
                 return
-            if change.hash is not None and digest != change.hash:
+            if digest != change.hash:
                 item.error = (
                     "SYNC_001",
                     "hash does not match the SHA-256 of the canonical JSON (RFC 8785) of data",
                     ["hash"],
                 )
                 return
+            item.digest = digest
         try:
             stamp = parse_hlc(change.hlc) if change.hlc else server_hlc(now_ms, device_id)
         except HLCError as exc:
@@ -346,8 +349,6 @@ class SyncService:
         key = (collection.name, record_id)
         state = working.get(key) or _Working(None, None, None)
         data = item.change.data
-        if data is not None and op is not Op.DELETE and collection.id_field not in data:
-            data = {**data, collection.id_field: record_id}
         owner_now = state.owner_id if state.current is not None else None
         owner_after = owner_now
         if data is not None and collection.owner_field and collection.owner_field in data:
@@ -378,12 +379,21 @@ class SyncService:
                 )
                 return None
         if outcome.write:
+            digest = None
+            if not outcome.deleted:
+                digest = item.digest if outcome.data == data else None
+                try:
+                    digest = digest or content_hash(outcome.data)
+                except NotCanonicalizable as exc:
+                    item.error = ("SYNC_001", f"data cannot be stored exactly: {exc}", ["data"])
+                    return None
             version = (state.current.version if state.current else 0) + 1
             working[key] = _Working(
                 Current(version, outcome.data, outcome.deleted, outcome.field_hlc, outcome.hlc),
                 owner_after if state.current is None or not outcome.deleted else owner_now,
                 state.created_at,
                 changed=True,
+                content_hash=digest,
             )
         return outcome
 
@@ -409,9 +419,7 @@ class SyncService:
                     "field_hlc": current.field_hlc,
                     "hlc": current.hlc,
                     "deleted": current.deleted,
-                    "content_hash": content_hash(current.data)
-                    if current.data is not None
-                    else None,
+                    "content_hash": state.content_hash,
                     "xid": xid,
                     "position": position,
                     "created_at": state.created_at or now,
@@ -444,6 +452,7 @@ class SyncService:
             current.owner_id if current is not None else None,
             current.created_at if current is not None else None,
             changed=True,
+            content_hash=None if deleted or data is None else content_hash(data),
         )
         await self._write(collection.tenant_id, {(collection.name, record_id): state}, now)
 
