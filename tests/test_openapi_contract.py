@@ -28,6 +28,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from homeport.app import create_app
 from homeport.config import Settings
+from homeport.sync.collections import CollectionService
+from homeport.sync.schemas import CollectionSpec
 from homeport.tenants.service import TenantService
 from tests.conftest import make_settings
 
@@ -78,8 +80,29 @@ async def _seed(settings: Settings) -> None:
     database = Database(settings.resolved_database_url)
     try:
         async with database.transaction() as session:
-            await TenantService(session, PasswordHashing(1, 1024, 1)).create_tenant_with_owner(
+            tenant, _owner = await TenantService(
+                session, PasswordHashing(1, 1024, 1)
+            ).create_tenant_with_owner(
                 "contract", "Contract", OWNER_EMAIL, OWNER_PASSWORD, platform_admin=True
+            )
+            # A collection, so generated pushes and pulls reach the sync engine's checks.
+            await CollectionService(session).declare(
+                tenant.id,
+                CollectionSpec.model_validate(
+                    {
+                        "name": "tasks",
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "title": {"type": "string"},
+                                "done": {"type": "boolean"},
+                            },
+                        },
+                        "read": "tenant",
+                        "write": "tenant",
+                        "conflict_policy": "field_merge",
+                    }
+                ),
             )
     finally:
         await database.dispose()

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from tests.sync.conftest import VOICE_SCHEMA, World, upsert
+from tests.conftest import Harness, Tenant, make_settings, running_harness
+from tests.sync.conftest import VOICE_SCHEMA, Device, World, upsert
+
+
+async def _owner(harness: Harness, tenant: Tenant) -> Device:
+    tokens = await harness.login(tenant.owner_email, tenant.owner_password, "owner-phone")
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    me = (await harness.client.get("/api/v1/auth/me", headers=headers)).json()
+    return Device(harness, "owner-phone", headers, me["user_id"])
 
 
 async def test_push_then_pull_round_trip(world: World) -> None:
@@ -118,3 +127,20 @@ async def test_seed_wire_format_round_trips(world: World) -> None:
         ("voice_data", "v1"): {"verification_id": "v1", "score": 0.9},
         ("behavioral_data", "s1"): {"session_id": "s1", "taps": 12},
     }
+
+
+async def test_push_body_over_the_byte_limit_is_refused(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(database_url, tmp_path / "data", sync_max_batch_bytes=2000)
+    async with running_harness(settings) as harness:
+        tenant = await harness.create_tenant("acme")
+        world = World(harness, tenant, await _owner(harness, tenant))
+        await world.collection("tasks")
+        phone = await world.device("tech@acme.example.com")
+        changes = [upsert("tasks", f"t{i}", {"title": "x" * 100}) for i in range(30)]
+        answer = await phone.push(changes)
+        assert answer.status_code == 413
+        assert answer.json()["code"] == "SYNC_001"
+        assert (await phone.pull_all())[0] == []
+        # Other requests keep the general limit.
+        small = await phone.push(changes[:2])
+        assert small.status_code == 200
