@@ -144,3 +144,28 @@ async def test_push_body_over_the_byte_limit_is_refused(tmp_path: Path, database
         # Other requests keep the general limit.
         small = await phone.push(changes[:2])
         assert small.status_code == 200
+
+
+async def test_absurdly_nested_data_is_refused_cleanly(world: World) -> None:
+    await world.collection("tasks", schema={"type": "object"})
+    phone = await world.device("tech@acme.example.com")
+    deep = "[" * 3000 + "]" * 3000
+    raw = (
+        '{"idempotency_key": "deep", "changes": [{"collection": "tasks", "id": "t1", '
+        '"op": "upsert", "data": {"title": "x", "deep": ' + deep + "}}]}"
+    )
+    answer = await world.harness.client.post(
+        "/api/v1/sync/push",
+        content=raw,
+        headers={**phone.headers, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "SYNC_001"
+    nested: object = "leaf"
+    for _ in range(900):
+        nested = {"n": nested}
+    answer = await phone.push(
+        [{"collection": "tasks", "id": "t2", "op": "upsert", "data": {"n": nested}}]
+    )
+    assert answer.status_code in (200, 400)
+    assert answer.headers["content-type"].startswith(("application/json", "application/problem"))

@@ -267,9 +267,12 @@ async def push(
         )
     try:
         body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProblemError(ErrorCode.SYNC_001, "The push body is not valid JSON") from exc
-    answer = await service.push(principal, body)
+    try:
+        answer = await service.push(principal, body)
+    except RecursionError as exc:  # absurdly nested documents; nothing was applied
+        raise ProblemError(ErrorCode.SYNC_001, "A record is nested too deeply") from exc
     headers = {"Idempotent-Replay": "true"} if answer.replayed else {}
     return JSONResponse(answer.body, headers=headers)
 
