@@ -1,4 +1,4 @@
-"""The ``homeport`` command: serve, migrate, init, tenants, users, api-keys, keys."""
+"""The ``homeport`` command: serve, migrate, init, apply, tenants, users, api-keys, keys."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ from homeport.kit.clock import utcnow
 from homeport.kit.db import Database
 from homeport.kit.errors import ProblemError
 from homeport.kit.security import KeyRing, PasswordHashing, rotate_jwt_key
+from homeport.sync.collections import CollectionService
+from homeport.sync.manifest import (
+    ManifestError,
+    ManifestPlan,
+    ManifestRefused,
+    apply_manifest,
+    load_manifest,
+    plan_manifest,
+)
 from homeport.tenants.repository import TenantRepository
 from homeport.tenants.schemas import MemberAdd, TenantCreate
 from homeport.tenants.service import TenantService
@@ -230,6 +239,62 @@ def init(
 
     _run(settings, work)
     typer.echo(f"created tenant {tenant!r} with owner {email}")
+
+
+@app.command()
+def apply(
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="The manifest (YAML) declaring the collections.")
+    ],
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant slug; overrides the manifest's tenant.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Apply breaking schema changes too (recorded).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the diff and apply nothing.")
+    ] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Declare a tenant's collections from a manifest: all or nothing; never deletes."""
+    try:
+        manifest = load_manifest(file)
+    except OSError as exc:
+        raise _fail(f"error: cannot read {file}: {exc.strerror or exc}") from exc
+    except ManifestError as exc:
+        raise _fail(
+            "\n".join([f"error: invalid manifest {exc.source}:", *(f"  {p}" for p in exc.problems)])
+        ) from exc
+    slug = tenant or manifest.tenant
+    if slug is None:
+        raise _fail("error: no tenant: pass --tenant or set tenant: in the manifest")
+
+    async def work(database: Database, _passwords: PasswordHashing) -> tuple[ManifestPlan, bool]:
+        tenant_id = await _require_tenant(database, slug)
+        try:
+            async with database.transaction() as session:
+                service = CollectionService(session)
+                if dry_run:
+                    return await plan_manifest(service, tenant_id, manifest, force=force), False
+                plan = await apply_manifest(
+                    service, tenant_id, manifest, force=force, actor="cli:homeport apply"
+                )
+                return plan, False
+        except ManifestRefused as refused:  # rolled back; nothing was declared
+            return refused.plan, True
+
+    plan, refused = _run(_settings(data_dir), work)
+    for line in plan.lines():
+        typer.echo(line)
+    if refused:
+        names = ", ".join(change.name for change in plan.breaking)
+        raise _fail(f"error: breaking changes in {names}; nothing applied (use --force)")
+    if dry_run:
+        typer.echo("dry run: nothing applied")
+        return
+    counts = [f"{plan.count(action)} {action}" for action in ("created", "updated", "unchanged")]
+    typer.echo(f"applied to {slug}: " + ", ".join(counts))
 
 
 @tenants_app.command("list")
