@@ -75,6 +75,7 @@ def upgrade() -> None:
         sa.Column("device_id", sa.String(length=200), nullable=True),
         sa.Column("user_id", sa.String(length=36), nullable=True),
         sa.Column("kind", sa.String(length=10), nullable=False),
+        sa.Column("collection", sa.String(length=63), nullable=True),
         sa.Column("duration_ms", sa.Double(), nullable=False),
         sa.Column("items", sa.Integer(), nullable=False),
         sa.Column("conflicts", sa.Integer(), nullable=False),

@@ -152,6 +152,8 @@ class SyncEvent(Base):
     device_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     user_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     kind: Mapped[str] = mapped_column(String(10))
+    # A push is recorded once per collection it touched (same duration on each row).
+    collection: Mapped[str | None] = mapped_column(String(63), nullable=True)
     duration_ms: Mapped[float] = mapped_column()
     items: Mapped[int] = mapped_column(Integer)
     conflicts: Mapped[int] = mapped_column(Integer)

@@ -135,7 +135,6 @@ class ConflictService:
             merged = (
                 {**(current.data or {}), **(data or {})} if patch and current else dict(data or {})
             )
-            merged.setdefault(collection.id_field, conflict.record_id)
             failing = validator_for(collection).errors(merged)
             if failing:
                 raise ProblemError(

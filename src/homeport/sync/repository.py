@@ -387,11 +387,15 @@ class SyncRepository:
     def add_event(self, event: SyncEvent) -> None:
         self.session.add(event)
 
-    async def pushed_items(self, tenant_id: str, since: datetime | None) -> int:
+    async def pushed_items(
+        self, tenant_id: str, since: datetime | None, collection: str | None = None
+    ) -> int:
         """Items pushed in the period (the denominator of the conflict rate)."""
         query = tenant_select_columns(
             SyncEvent, tenant_id, func.coalesce(func.sum(SyncEvent.items), 0)
         ).where(SyncEvent.kind == "push")
+        if collection is not None:
+            query = query.where(SyncEvent.collection == collection)
         if since is not None:
             query = query.where(SyncEvent.created_at >= since)
         return int((await self.session.execute(query)).scalar_one())

@@ -41,6 +41,8 @@ class _Item:
     record_id: str | None = None
     op: Op | None = None
     hlc: str = ""
+    raw_collection: str | None = None  # as sent, for answers about items that failed to parse
+    raw_id: str | None = None
     digest: str | None = None  # content hash of the item's data, once computed
     error: tuple[str, str, list[str] | None] | None = None  # code, message, fields
 
@@ -144,6 +146,10 @@ class SyncService:
                 batch.items.append(_Item(index, PushChange.model_validate(raw)))
             except (ValidationError, ValueError) as exc:
                 item = _Item(index, None)
+                if isinstance(raw, dict):
+                    collection, record_id = raw.get("collection"), raw.get("id")
+                    item.raw_collection = collection if isinstance(collection, str) else None
+                    item.raw_id = record_id if isinstance(record_id, str) else None
                 item.error = ("SYNC_001", f"Invalid item: {_short(exc)}", None)
                 batch.items.append(item)
         return batch
@@ -200,8 +206,8 @@ class SyncService:
                 code, message, fields = item.error
                 errors.append(
                     {
-                        "item_id": item.record_id,
-                        "collection": item.change.collection if item.change else None,
+                        "item_id": _item_id(item),
+                        "collection": _item_collection(item),
                         "error": code,
                         "message": message,
                         "fields": fields,
@@ -267,9 +273,7 @@ class SyncService:
         await self.repository.store_idempotent_answer(
             tenant_id, device_id, batch.idempotency_key, json.dumps(answer, separators=(",", ":"))
         )
-        self._record_event(
-            principal, "push", started, len(results), len(conflicts), len(results) - synced, now
-        )
+        self._record_push_events(principal, started, results, now)
         return PushAnswer(answer)
 
     def _check_item(
@@ -283,6 +287,7 @@ class SyncService:
         change = item.change
         if item.error is not None or change is None:
             return
+        item.raw_id = change.id
         collection = collections.get(change.collection)
         if collection is None:
             item.error = ("NOT_FOUND", f"Unknown collection {change.collection!r}", None)
@@ -490,6 +495,22 @@ class SyncService:
             "resolved_by": None,
         }
 
+    def _record_push_events(
+        self, principal: Principal, started: float, results: list[dict[str, Any]], now: datetime
+    ) -> None:
+        """One event per collection the push touched (conflict rates are per collection)."""
+        per_collection: dict[str | None, list[int]] = {}
+        for result in results:
+            name = result["collection"]
+            counts = per_collection.setdefault(name[:63] if name else None, [0, 0, 0])
+            counts[0] += 1
+            counts[1] += result["status"] == "conflict"
+            counts[2] += result["status"] == "rejected"
+        for name, (items, conflicts, failures) in (per_collection or {None: [0, 0, 0]}).items():
+            self._record_event(
+                principal, "push", started, items, conflicts, failures, now, collection=name
+            )
+
     def _record_event(
         self,
         principal: Principal,
@@ -499,6 +520,7 @@ class SyncService:
         conflicts: int,
         failures: int,
         now: datetime,
+        collection: str | None = None,
     ) -> None:
         self.repository.add_event(
             SyncEvent(
@@ -507,6 +529,7 @@ class SyncService:
                 device_id=principal.device_id,
                 user_id=principal.user_id,
                 kind=kind,
+                collection=collection,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 items=items,
                 conflicts=conflicts,
@@ -590,12 +613,20 @@ def _side(current: Current | None) -> dict[str, Any]:
     return {"version": current.version, "data": current.data, "deleted": current.deleted}
 
 
+def _item_id(item: _Item) -> str | None:
+    return item.record_id or item.raw_id
+
+
+def _item_collection(item: _Item) -> str | None:
+    return item.change.collection if item.change else item.raw_collection
+
+
 def _result(
     item: _Item, status: str, version: int | None, resolution: str | None
 ) -> dict[str, Any]:
     return {
-        "collection": item.change.collection if item.change else None,
-        "id": item.record_id,
+        "collection": _item_collection(item),
+        "id": _item_id(item),
         "status": status,
         "version": version,
         "resolution": resolution,
