@@ -106,6 +106,28 @@ class SyncRepository:
 
     # Records
 
+    async def lock_records(self, tenant_id: str, keys: Iterable[tuple[str, str]]) -> None:
+        """PostgreSQL: serialise concurrent writers of the same records until commit.
+
+        Pushes decide on versions read under READ COMMITTED; without this, two pushes of one
+        record could both be answered "applied" at the same version. Advisory locks also cover
+        records that do not exist yet (nothing to row-lock). Taken in one statement, in key
+        order, so two batches never wait on each other crosswise. SQLite has one writer.
+        """
+        if not self.is_postgres:
+            return
+        names = sorted({f"{tenant_id}/{collection}/{record_id}" for collection, record_id in keys})
+        if names:
+            await self.session.execute(
+                text(
+                    # Volatile target-list calls run after the sort: locks in key order.
+                    "SELECT pg_advisory_xact_lock(key) FROM "
+                    "(SELECT DISTINCT hashtextextended(name, 0) AS key "
+                    "FROM unnest(CAST(:names AS text[])) AS name) AS keys ORDER BY key"
+                ),
+                {"names": names},
+            )
+
     async def load_records(
         self, tenant_id: str, keys: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], SyncRecord]:

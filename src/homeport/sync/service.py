@@ -191,6 +191,7 @@ class SyncService:
             for i in batch.items
             if i.error is None and i.collection is not None and i.record_id is not None
         ]
+        await self.repository.lock_records(tenant_id, keys)
         loaded = await self.repository.load_records(tenant_id, keys)
         working: dict[tuple[str, str], _Working] = {}
         for key, row in loaded.items():
