@@ -31,6 +31,11 @@ def _properties(schema: dict[str, Any]) -> dict[str, Any]:
     return properties if isinstance(properties, dict) else {}
 
 
+def _restricts_extra(schema: dict[str, Any]) -> bool:
+    """Whether ``additionalProperties`` can reject a field the schema does not declare."""
+    return schema.get("additionalProperties", True) not in (True, {})
+
+
 def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """What in ``new`` could reject records that ``old`` accepted (stored ones included)."""
     found = []
@@ -38,13 +43,19 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for name in sorted(set(old_props) - set(new_props)):
         if new.get("additionalProperties") is False:
             found.append(f"property {name} removed while additionalProperties is false")
+        elif _restricts_extra(new):
+            found.append(f"property {name} removed while additionalProperties is restricted")
     for name in sorted(set(old_props) & set(new_props)):
         if old_props[name] != new_props[name]:
             found.append(f"property {name} changed")
     newly_required = set(new.get("required", [])) - set(old.get("required", []))
     found.extend(f"property {name} became required" for name in sorted(newly_required))
-    if new.get("additionalProperties") is False and old.get("additionalProperties") is not False:
+    old_extra, new_extra = old.get("additionalProperties"), new.get("additionalProperties")
+    if new_extra is False and old_extra is not False:
         found.append("additionalProperties became false")
+    elif new_extra != old_extra and _restricts_extra(new) and old_extra is not False:
+        # A schema for extra fields rejects stored extra values it does not match.
+        found.append("additionalProperties changed")
     for keyword in sorted(
         (set(old) | set(new))
         - {

@@ -63,7 +63,7 @@ class ConflictService:
         rows, total = await self.repository.list_conflicts(
             principal.tenant_id, domain, since, limit
         )
-        pushed = await self.repository.pushed_items(principal.tenant_id, since)
+        pushed = await self.repository.pushed_items(principal.tenant_id, since, domain)
         rate = round(100.0 * total / pushed, 2) if pushed else 0.0
         return list(rows), total, rate
 

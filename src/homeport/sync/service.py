@@ -31,6 +31,8 @@ PUSH_KEYS = {"idempotency_key", "device_id", "mode", "changes"}
 MODES = ("atomic", "best_effort")
 # Item error of a valid change left out because its atomic push failed as a whole.
 ATOMIC_ABORTED = "ATOMIC_ABORTED"
+# Deepest nesting of objects and arrays a record may have.
+MAX_DEPTH = 64
 
 
 @dataclass
@@ -323,6 +325,13 @@ class SyncService:
         if item.op is not Op.DELETE and data is None:
             item.error = ("SYNC_002", f"data is required for {item.op.value}", ["data"])
             return
+        if data is not None and _too_deep(data):
+            item.error = (
+                "SYNC_001",
+                f"data is nested more than {MAX_DEPTH} levels deep",
+                ["data"],
+            )
+            return
         if data is not None and change.hash is not None:
             try:
                 digest = content_hash(data)
@@ -455,7 +464,7 @@ class SyncService:
                 {} if deleted else dict.fromkeys(data or {}, stamp),
                 max(stamp, previous.hlc) if previous else stamp,
             ),
-            current.owner_id if current is not None else None,
+            _resolved_owner(collection, current, data),
             current.created_at if current is not None else None,
             changed=True,
             content_hash=None if deleted or data is None else content_hash(data),
@@ -612,6 +621,33 @@ def _side(current: Current | None) -> dict[str, Any]:
     if current is None:
         return {"version": None, "data": None, "deleted": True}
     return {"version": current.version, "data": current.data, "deleted": current.deleted}
+
+
+def _resolved_owner(
+    collection: Collection, current: SyncRecord | None, data: dict[str, Any] | None
+) -> str | None:
+    """The owner after a resolution: named by the owner field, like on push."""
+    if data is not None and collection.owner_field and collection.owner_field in data:
+        named = data[collection.owner_field]
+        return named if isinstance(named, str) else None
+    return current.owner_id if current is not None else None
+
+
+def _too_deep(document: Any) -> bool:
+    """Whether ``document`` nests objects/arrays deeper than MAX_DEPTH (checked without
+    recursion, so a hostile document cannot exhaust the stack)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(value, dict):
+            stack.extend(
+                (child, depth + 1) for child in value.values() if isinstance(child, dict | list)
+            )
+        elif isinstance(value, list):
+            stack.extend((child, depth + 1) for child in value if isinstance(child, dict | list))
+    return False
 
 
 def _item_id(item: _Item) -> str | None:
