@@ -867,7 +867,9 @@ async def test_policy_get_and_put(world: World) -> None:
     answer = await client.put(url, json={"resolution_policy": "manual"}, headers=admin.headers)
     assert answer.status_code == 200
     assert answer.json()["resolution_policy"] == "manual"
-    assert answer.json()["auto_resolve"] is True
+    # Fields left out keep their values.
+    assert answer.json()["auto_resolve"] is False
+    assert answer.json()["notify_on_conflict"] is True
 
     manager = await world.device("boss@acme.example.com", role="manager")
     for headers in (manager.headers, member.headers):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.kit.clock import utcnow
@@ -161,7 +162,12 @@ class CollectionService:
                 updated_at=now,
             )
             self.repository.add(collection)
-            await self.repository.flush()
+            try:
+                await self.repository.flush()
+            except IntegrityError as exc:  # declared at the same moment by another request
+                raise ProblemError(
+                    ErrorCode.VALIDATION_002, f"Collection {spec.name!r} exists"
+                ) from exc
             change.collection = collection
             return change
         if change.action == "unchanged":
@@ -181,7 +187,7 @@ class CollectionService:
                     tenant_id=tenant_id,
                     collection=spec.name,
                     from_version=existing.schema_version,
-                    to_version=existing.schema_version + 1,
+                    to_version=existing.schema_version + (1 if schema_changed else 0),
                     breaking=change.breaking,
                     old_schema=existing.json_schema,
                     new_schema=spec.schema_,

@@ -39,13 +39,16 @@ class ConflictService:
         tenant_id: str,
         domain: str,
         policy: str,
-        auto_resolve: bool,
-        notify_on_conflict: bool,
+        auto_resolve: bool | None,
+        notify_on_conflict: bool | None,
     ) -> Collection:
+        """``None`` keeps the current value."""
         collection = await self._collection(principal, tenant_id, domain)
         collection.conflict_policy = policy
-        collection.auto_resolve = auto_resolve
-        collection.notify_on_conflict = notify_on_conflict
+        if auto_resolve is not None:
+            collection.auto_resolve = auto_resolve
+        if notify_on_conflict is not None:
+            collection.notify_on_conflict = notify_on_conflict
         collection.updated_at = utcnow()
         await self.repository.flush()
         return collection

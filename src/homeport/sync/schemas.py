@@ -159,9 +159,11 @@ class PolicyOut(BaseModel):
 
 
 class PolicyUpdate(StrictModel):
+    """Fields left out keep their current value."""
+
     resolution_policy: Policy
-    auto_resolve: bool = True
-    notify_on_conflict: bool = False
+    auto_resolve: bool | None = None
+    notify_on_conflict: bool | None = None
 
 
 class ConflictOut(BaseModel):
