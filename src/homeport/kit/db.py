@@ -111,6 +111,10 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         max_overflow=pool_size,
         pool_pre_ping=True,
         json_serializer=compact_json,
+        # asyncpg prepares every statement; after five runs PostgreSQL may switch to a generic
+        # plan that ignores the actual parameters (e.g. scans a whole collection for an id
+        # list). Planning each run is cheap next to that.
+        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
     )
 
 
