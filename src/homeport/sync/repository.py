@@ -8,7 +8,6 @@ JSON documents come back as text and are passed through without decoding.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.kit.tenancy import (
@@ -51,17 +51,8 @@ from homeport.models.sync import (
 )
 from homeport.sync.cursor import START, FeedPoint
 
-
-@dataclass(frozen=True)
-class FeedRow:
-    collection: str
-    record_id: str
-    version: int
-    deleted: bool
-    updated_at: datetime
-    xid: int
-    position: int
-    data_json: str | None
+# A feed row: collection, record_id, version, deleted, updated_at, xid, position, data_json.
+FeedRow = Row[Any]
 
 
 class SyncRepository:
@@ -245,7 +236,7 @@ class SyncRepository:
         all_of: Sequence[str],
         own_of: Sequence[str],
         user_id: str | None,
-    ) -> list[FeedRow]:
+    ) -> Sequence[FeedRow]:
         """Changes after ``after`` in feed order, only in the caller's scope."""
         scope: list[ColumnElement[bool]] = []
         if all_of:
@@ -263,7 +254,7 @@ class SyncRepository:
                 SyncRecord.updated_at,
                 SyncRecord.xid,
                 SyncRecord.position,
-                cast(SyncRecord.data, Text),
+                cast(SyncRecord.data, Text).label("data_json"),
             )
             .where(
                 tuple_(SyncRecord.xid, SyncRecord.position) > tuple_(after.xid, after.position),
@@ -278,8 +269,10 @@ class SyncRepository:
                 cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text), BigInteger
             )
             query = query.where(SyncRecord.xid < horizon)
-        result = await self.session.execute(query)
-        return [FeedRow(*row) for row in result.all()]
+        # Core execution: column rows, none of the ORM's per-row work (a page is thousands).
+        connection = await self.session.connection()
+        rows: Sequence[FeedRow] = (await connection.execute(query)).all()
+        return rows
 
     # Tombstone compaction
 
