@@ -93,3 +93,26 @@ def running_server(database_url: str | None = None, **settings: str) -> Iterator
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def init_tenant(server: Server, email: str, password: str, tenant: str) -> None:
+    """The benchmark's tenant and owner, created the way an operator would (``homeport init``)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "homeport.cli",
+            "init",
+            "--data-dir",
+            str(server.data_dir),
+            "--email",
+            email,
+            "--password",
+            password,
+            "--tenant",
+            tenant,
+        ],
+        env=server.env,
+        check=True,
+        capture_output=True,
+    )

@@ -16,13 +16,11 @@ import asyncio
 import contextlib
 import json
 import statistics
-import subprocess
-import sys
 import time
 
 import httpx
 
-from bench.server import fresh_postgres, running_server
+from bench.server import fresh_postgres, init_tenant, running_server
 
 PASSWORD = "bench-password-123"
 
@@ -84,25 +82,7 @@ def main() -> None:
 
 def _run(database_url: str | None, clients: int, seconds: float) -> dict[str, object]:
     with running_server(database_url) as server:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "homeport.cli",
-                "init",
-                "--data-dir",
-                str(server.data_dir),
-                "--email",
-                "bench@example.com",
-                "--password",
-                PASSWORD,
-                "--tenant",
-                "bench",
-            ],
-            env=server.env,
-            check=True,
-            capture_output=True,
-        )
+        init_tenant(server, "bench@example.com", PASSWORD, "bench")
         measured = asyncio.run(_workload(server.base_url, clients, seconds))
     return {
         "workload": "W0 auth",

@@ -15,8 +15,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import httpx
 from homeport_client import HomeportClient
 
-from bench.server import fresh_postgres, running_server
+from bench.server import fresh_postgres, init_tenant, running_server
 
 PASSWORD = "bench-password-123"
 EMAIL = "bench@example.com"
@@ -97,25 +95,7 @@ def _run(
     database_url: str | None, records: int, batch_sizes: list[int], limit: int
 ) -> dict[str, object]:
     with running_server(database_url) as server, tempfile.TemporaryDirectory() as stores:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "homeport.cli",
-                "init",
-                "--data-dir",
-                str(server.data_dir),
-                "--email",
-                EMAIL,
-                "--password",
-                PASSWORD,
-                "--tenant",
-                "bench",
-            ],
-            env=server.env,
-            check=True,
-            capture_output=True,
-        )
+        init_tenant(server, EMAIL, PASSWORD, "bench")
         asyncio.run(_setup(server.base_url))
         push_rates = {}
         for batch_size in batch_sizes:
