@@ -25,6 +25,7 @@ COVERED = {
     ("PUT", "/api/v1/sync/policies/{tenant_id}/{domain}"),
     ("POST", "/api/v1/sync/conflicts/{conflict_id}/resolve"),
     ("DELETE", "/api/v1/sync/conflicts/{conflict_id}"),
+    ("POST", "/api/v1/devices/{device_id}/inbox"),
 }
 
 
@@ -167,6 +168,7 @@ async def test_other_tenants_sync_objects_are_not_found(harness: Harness) -> Non
         ("PUT", f"/api/v1/sync/policies/{globex.id}/orders", {"resolution_policy": "client_wins"}),
         ("POST", f"/api/v1/sync/conflicts/{conflict_id}/resolve", {"resolution": "accept_client"}),
         ("DELETE", f"/api/v1/sync/conflicts/{conflict_id}", None),
+        ("POST", "/api/v1/devices/g-sync/inbox", {"kind": "wipe", "body": {}}),
     ]
     for method, path, body in requests:
         response = await harness.client.request(method, path, json=body, headers=acme_owner)

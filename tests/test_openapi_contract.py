@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,56 +17,22 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from homeport.app import create_app
 from homeport.config import Settings
 from homeport.sync.collections import CollectionService
 from homeport.sync.schemas import CollectionSpec
 from homeport.tenants.service import TenantService
 from tests.conftest import make_settings
+from tests.live_server import LiveServer
 
 EXAMPLES_PER_OPERATION = 40
 OWNER_EMAIL = "owner@contract.example.com"
 OWNER_PASSWORD = "contract-password-1"
 PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "trace_id"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class LiveServer:
-    """uvicorn in a thread, so schemathesis' blocking client can call it from the test."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the contract-test server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 async def _seed(settings: Settings) -> None:

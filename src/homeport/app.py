@@ -20,6 +20,7 @@ from homeport.auth.dependencies import remember_verified_access
 from homeport.auth.endpoints import router as auth_router
 from homeport.auth.tokens import API_KEY_MARK, read_access_token
 from homeport.config import Settings
+from homeport.kit.broker import Broker, MemoryBroker, RedisBroker
 from homeport.kit.clock import utcnow
 from homeport.kit.db import Database
 from homeport.kit.errors import ErrorCode
@@ -35,6 +36,8 @@ from homeport.kit.problems import install_problem_handlers
 from homeport.kit.ratelimit import RateLimiter, make_storage
 from homeport.kit.security import KeyRing, PasswordHashing, hash_token, load_or_create_secrets
 from homeport.ops.endpoints import router as ops_router
+from homeport.realtime.endpoints import router as realtime_router
+from homeport.realtime.hub import Hub
 from homeport.state import AppState
 from homeport.sync import tasks as sync_tasks
 from homeport.sync.endpoints import PUSH_PATH
@@ -110,6 +113,12 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
                 lease_seconds=settings.jobs_lease_seconds,
                 default_max_attempts=settings.jobs_max_attempts,
             )
+        broker: Broker = (
+            RedisBroker(redis_client, f"{settings.redis_key_prefix}:realtime")
+            if redis_client is not None
+            else MemoryBroker()
+        )
+        hub = Hub(database, settings, secret_key, broker, redis_client)
         app.state.homeport = AppState(
             settings=settings,
             database=database,
@@ -123,13 +132,17 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
             rate_limiter=limiter,
             redis=redis_client,
             job_runner=runner,
+            broker=broker,
+            hub=hub,
         )
+        await hub.start()
         if runner is not None:
             await runner.start()
         log.info("started", version=__version__, database=database.dialect)
         try:
             yield
         finally:
+            await hub.stop()
             if runner is not None:
                 await runner.stop()
             if redis_client is not None:
@@ -152,6 +165,7 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
     app.include_router(auth_router)
     app.include_router(tenants_router)
     app.include_router(sync_router)
+    app.include_router(realtime_router)
 
     async def identify(scope: Scope) -> tuple[str, str]:
         path: str = scope["path"]

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     sync_idempotency_ttl_seconds: int = 7 * 24 * 3600
     sync_compaction_cron: str = "41 3 * * *"
 
+    # Realtime (WebSocket)
+    realtime_heartbeat_seconds: int = 30
+    realtime_max_frame_bytes: int = 1024 * 1024
+    realtime_messages_per_minute: int = 100
+    realtime_send_queue: int = 256
+
     # First start
     bootstrap_tenant: str = "default"
     bootstrap_email: str = "admin@example.com"

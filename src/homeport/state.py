@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.config import Settings
+from homeport.kit.broker import Broker, take_after_commit
 from homeport.kit.db import Database
 from homeport.kit.jobs import ENQUEUED_FLAG, JobRunner
 from homeport.kit.ratelimit import RateLimiter, RecentlyVerified
@@ -28,6 +29,8 @@ class AppState:
     job_runner: JobRunner | None
     # API keys (by hash) that authenticated lately; only they get a rate-limit counter of their own.
     verified_api_keys: RecentlyVerified = field(default_factory=RecentlyVerified)
+    broker: Broker | None = None
+    hub: Any = None  # homeport.realtime.hub.Hub (typed loosely: state imports no domain)
 
 
 async def get_state(request: Request) -> AppState:
@@ -43,8 +46,17 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
     async with state.database.transaction() as session:
         yield session
         enqueued = session.info.pop(ENQUEUED_FLAG, False)
+        messages = take_after_commit(session)
+    await after_commit(state, enqueued, messages)
+
+
+async def after_commit(state: AppState, enqueued: bool, messages: list[dict[str, Any]]) -> None:
+    """Wake the job runner and publish realtime messages, once the commit succeeded."""
     if enqueued and state.job_runner is not None:
         state.job_runner.notify()
+    if state.broker is not None:
+        for message in messages:
+            await state.broker.publish(message)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -141,6 +141,15 @@ class AuthRepository:
         row = result.first()
         return None if row is None else SessionCredentials(*row)
 
+    async def device_known(self, tenant_id: str, device_id: str) -> bool:
+        """Whether the device ever logged in to the tenant (its sessions are kept a while)."""
+        result = await self.session.execute(
+            tenant_select_columns(DeviceSession, tenant_id, DeviceSession.id)
+            .where(DeviceSession.device_id == device_id)
+            .limit(1)
+        )
+        return result.first() is not None
+
     async def active_sessions(
         self, tenant_id: str, user_id: str, now: datetime
     ) -> Sequence[DeviceSession]:

@@ -3,6 +3,7 @@
 from homeport.kit.db import Base
 from homeport.models.auth import ApiKey, DeviceSession, RefreshToken
 from homeport.models.jobs import Job, JobSchedule
+from homeport.models.realtime import InboxMessage
 from homeport.models.sync import (
     Collection,
     IdempotentPush,
@@ -22,6 +23,7 @@ __all__ = [
     "Collection",
     "DeviceSession",
     "IdempotentPush",
+    "InboxMessage",
     "Invitation",
     "Job",
     "JobSchedule",

@@ -51,7 +51,8 @@ from homeport.models.sync import (
 )
 from homeport.sync.cursor import START, FeedPoint
 
-# A feed row: collection, record_id, version, deleted, updated_at, xid, position, data_json.
+# A feed row: collection, record_id, version, deleted, updated_at, xid, position, data_json,
+# owner_id.
 FeedRow = Row[Any]
 
 
@@ -255,6 +256,7 @@ class SyncRepository:
                 SyncRecord.xid,
                 SyncRecord.position,
                 cast(SyncRecord.data, Text).label("data_json"),
+                SyncRecord.owner_id,
             )
             .where(
                 tuple_(SyncRecord.xid, SyncRecord.position) > tuple_(after.xid, after.position),

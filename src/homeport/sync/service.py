@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.principal import Principal
 from homeport.config import Settings
+from homeport.kit.broker import publish_after_commit
 from homeport.kit.canonical import NotCanonicalizable, content_hash
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
@@ -264,6 +265,7 @@ class SyncService:
         if point is None:
             point = await self.repository.latest_point(tenant_id)
         await self.repository.add_conflicts(conflict_rows)
+        self._notify_conflicts(principal, conflict_rows, collections)
         synced = sum(1 for result in results if result["status"] != "rejected")
         answer = {
             "synced_items": synced,
@@ -403,6 +405,7 @@ class SyncService:
                     item.error = ("SYNC_001", f"data cannot be stored exactly: {exc}", ["data"])
                     return None
             version = (state.current.version if state.current else 0) + 1
+            working.pop(key, None)  # the feed lists a batch's records in the order written
             working[key] = _Working(
                 Current(version, outcome.data, outcome.deleted, outcome.field_hlc, outcome.hlc),
                 owner_after if state.current is None or not outcome.deleted else owner_now,
@@ -442,7 +445,47 @@ class SyncService:
                 }
             )
         await self.repository.write_records(rows)
+        publish_after_commit(self.repository.session, {"kind": "feed", "tenant_id": tenant_id})
         return FeedPoint(xid, positions[-1])
+
+    def _notify_conflicts(
+        self,
+        principal: Principal,
+        rows: list[dict[str, Any]],
+        collections: dict[str, Collection],
+    ) -> None:
+        """After commit, tell the pushing device's live connections about conflicts waiting for
+        a decision (manual) or, with notify_on_conflict, about every conflict."""
+        for row in rows:
+            collection = collections.get(row["collection"])
+            pending = row["status"] == "pending"
+            if not pending and not (collection and collection.notify_on_conflict):
+                continue
+            server = row["server_side"]
+            publish_after_commit(
+                self.repository.session,
+                {
+                    "kind": "device",
+                    "tenant_id": principal.tenant_id,
+                    "device_id": principal.device_id,
+                    "message": {
+                        "type": "conflict",
+                        "payload": {
+                            "conflict_id": row["id"],
+                            "domain": row["collection"],
+                            "mobile_id": row["record_id"],
+                            "server_version": server.get("version"),
+                            "client_version": row["client_side"].get("base_version"),
+                            "server_data": server.get("data"),
+                            "resolution": row["strategy"],
+                            "status": row["status"],
+                            "resolution_options": (
+                                ["accept_server", "accept_client", "merge"] if pending else []
+                            ),
+                        },
+                    },
+                },
+            )
 
     async def write_resolution(
         self,

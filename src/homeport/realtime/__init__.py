@@ -1,0 +1,1 @@
+"""Realtime: the WebSocket sync protocol, live fan-out, the device inbox, presence."""

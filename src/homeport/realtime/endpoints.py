@@ -1,0 +1,342 @@
+"""The WebSocket endpoint (`/ws/mobile/sync/`), presence and the admin inbox API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, status
+from pydantic import BaseModel, Field
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from homeport.auth.dependencies import PrincipalDep
+from homeport.auth.principal import Permission, Principal
+from homeport.auth.repository import AuthRepository
+from homeport.auth.service import AuthService
+from homeport.kit.broker import take_after_commit
+from homeport.kit.clock import utcnow
+from homeport.kit.errors import ErrorCode, ProblemError
+from homeport.kit.jobs import ENQUEUED_FLAG
+from homeport.kit.problems import responses
+from homeport.realtime import protocol
+from homeport.realtime.hub import Connection, Hub
+from homeport.realtime.inbox import InboxRepository, enqueue_inbox
+from homeport.state import AppState, SessionDep, StateDep, after_commit
+from homeport.sync.conflicts import ConflictService
+from homeport.sync.cursor import START, CursorError, decode_cursor
+from homeport.sync.repository import SyncRepository
+from homeport.sync.service import SyncService
+
+router = APIRouter(tags=["realtime"])
+
+# Bad frames tolerated (each answered with an error) before the connection is closed.
+MAX_STRIKES = 10
+
+
+class PresenceEntry(BaseModel):
+    device_id: str
+    user_id: str | None
+    connected_at: str
+
+
+class PresenceList(BaseModel):
+    devices: list[PresenceEntry]
+
+
+class InboxPost(BaseModel):
+    kind: str = Field(min_length=1, max_length=63)
+    body: dict[str, Any] = Field(default_factory=dict)
+    ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1, le=90 * 24 * 3600)
+
+
+class InboxPosted(BaseModel):
+    message_id: str
+    device_id: str
+    expires_at: str
+
+
+@router.get(
+    "/api/v1/realtime/presence",
+    response_model=PresenceList,
+    summary="Devices of your tenant connected over the WebSocket",
+    responses=responses(ErrorCode.AUTH_001, ErrorCode.AUTH_006),
+)
+async def presence(principal: PrincipalDep, state: StateDep) -> PresenceList:
+    principal.require(Permission.MEMBERS_READ)
+    entries = await state.hub.presence(principal.tenant_id) if state.hub else []
+    return PresenceList(devices=[PresenceEntry(**entry) for entry in entries])
+
+
+@router.post(
+    "/api/v1/devices/{device_id}/inbox",
+    response_model=InboxPosted,
+    status_code=status.HTTP_201_CREATED,
+    summary="Leave a message in a device's inbox (owner/admin); delivered until acknowledged",
+    responses=responses(ErrorCode.AUTH_001, ErrorCode.AUTH_006, ErrorCode.NOT_FOUND),
+)
+async def post_inbox(
+    device_id: Annotated[str, Path(min_length=1, max_length=128)],
+    body: InboxPost,
+    principal: PrincipalDep,
+    session: SessionDep,
+) -> InboxPosted:
+    principal.require(Permission.MEMBERS_WRITE)
+    if not await AuthRepository(session).device_known(principal.tenant_id, device_id):
+        raise ProblemError(ErrorCode.NOT_FOUND, "No device with this id in your tenant")
+    message = enqueue_inbox(
+        session,
+        principal.tenant_id,
+        device_id,
+        body.kind,
+        body.body,
+        ttl=timedelta(seconds=body.ttl_seconds),
+    )
+    return InboxPosted(
+        message_id=message.id,
+        device_id=device_id,
+        expires_at=message.expires_at.isoformat().replace("+00:00", "Z"),
+    )
+
+
+def _token(websocket: WebSocket) -> str | None:
+    authorization = websocket.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return websocket.query_params.get("token")
+
+
+async def _authenticate(state: AppState, websocket: WebSocket) -> Principal:
+    token = _token(websocket)
+    if not token:
+        raise ProblemError(ErrorCode.AUTH_001, "Authentication required")
+    async with state.database.transaction() as session:
+        service = AuthService(session, state.settings, state.keyring, state.passwords)
+        return await service.authenticate_bearer(token)
+
+
+@router.websocket("/ws/mobile/sync/")
+async def mobile_sync(websocket: WebSocket) -> None:
+    state: AppState = websocket.app.state.homeport
+    await websocket.accept()
+    try:
+        principal = await _authenticate(state, websocket)
+    except ProblemError as exc:
+        await websocket.close(protocol.CLOSE_AUTH, f"{exc.code.name}: {exc.detail}"[:120])
+        return
+    if websocket.query_params.get("device_id") != principal.device_id:
+        await websocket.close(protocol.CLOSE_FORBIDDEN, "device_id is not the token's device")
+        return
+    hub: Hub = state.hub
+    connection = Connection(websocket, principal, state.settings.realtime_send_queue)
+    await hub.register(connection)
+    writer = asyncio.create_task(connection.writer(), name=f"ws-writer:{principal.device_id}")
+    session = _Session(state, hub, connection)
+    try:
+        await hub.deliver_inbox(connection, everything=True)
+        await session.run()
+    finally:
+        connection.close(connection.close_code, connection.close_reason)
+        await hub.unregister(connection)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+        with contextlib.suppress(Exception):
+            await websocket.close(connection.close_code, connection.close_reason)
+
+
+class _Session:
+    """The receive loop of one connection."""
+
+    def __init__(self, state: AppState, hub: Hub, connection: Connection) -> None:
+        self.state = state
+        self.hub = hub
+        self.connection = connection
+        self.principal = connection.principal
+        self.settings = state.settings
+        self.recent: deque[float] = deque()
+        self.strikes = 0
+
+    async def run(self) -> None:
+        silence = self.settings.realtime_heartbeat_seconds * 3
+        receiving: asyncio.Task[Any] | None = None
+        closing = asyncio.ensure_future(self.connection.closed.wait())
+        try:
+            while not self.connection.closed.is_set():
+                receiving = asyncio.ensure_future(self.connection.websocket.receive())
+                done, _ = await asyncio.wait(
+                    {receiving, closing}, timeout=silence, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    self.connection.close(protocol.CLOSE_SILENT, "no heartbeat")
+                    return
+                if receiving not in done:
+                    return  # closed by the server (slow consumer, shutdown)
+                message = receiving.result()
+                receiving = None
+                if message["type"] == "websocket.disconnect":
+                    return
+                await self.handle(message.get("text"), message.get("bytes"))
+        except WebSocketDisconnect:
+            return
+        finally:
+            closing.cancel()
+            if receiving is not None:
+                receiving.cancel()
+
+    def _strike(self, code: str, message: str) -> None:
+        self.strikes += 1
+        self.connection.send(protocol.error(code, message))
+        if self.strikes > MAX_STRIKES:
+            self.connection.close(protocol.CLOSE_ABUSE, "too many invalid or excess messages")
+
+    def _rate_limited(self) -> bool:
+        now = time.monotonic()
+        while self.recent and self.recent[0] <= now - 60:
+            self.recent.popleft()
+        if len(self.recent) >= self.settings.realtime_messages_per_minute:
+            return True
+        self.recent.append(now)
+        return False
+
+    async def handle(self, text: str | None, raw: bytes | None) -> None:
+        size = len(text.encode()) if text is not None else len(raw or b"")
+        if size > self.settings.realtime_max_frame_bytes:
+            self._strike(
+                "SYNC_001", f"Frame larger than {self.settings.realtime_max_frame_bytes} bytes"
+            )
+            return
+        if self._rate_limited():
+            self._strike("RATE_001", "Too many messages; slow down")
+            return
+        try:
+            message = json.loads(text if text is not None else (raw or b"").decode())
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            self._strike("SYNC_001", "Malformed JSON")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self._strike("SYNC_001", 'A message is {"type", "payload", "timestamp"}')
+            return
+        handler = {
+            "heartbeat": self.heartbeat,
+            "sync": self.sync,
+            "subscribe": self.subscribe,
+            "resolve_conflict": self.resolve_conflict,
+            "ack": self.ack,
+        }.get(message["type"])
+        if handler is None:
+            self._strike("SYNC_001", f"Unknown message type {message['type'][:40]!r}")
+            return
+        payload = message.get("payload")
+        try:
+            await handler(payload if payload is not None else {})
+        except ProblemError as exc:
+            self.connection.send(protocol.error(exc.code.name, exc.detail or exc.code.title))
+
+    async def heartbeat(self, payload: Any) -> None:
+        self.connection.send(
+            protocol.envelope("heartbeat_ack", {"server_time": protocol.now_iso()})
+        )
+        await self.hub.touch(self.connection)
+        await self.hub.deliver_inbox(self.connection)  # redelivers unacknowledged messages
+
+    async def _transaction(self, work: Any) -> Any:
+        async with self.state.database.transaction() as session:
+            result = await work(session)
+            enqueued = session.info.pop(ENQUEUED_FLAG, False)
+            messages = take_after_commit(session)
+        await after_commit(self.state, enqueued, messages)
+        return result
+
+    async def sync(self, payload: Any) -> None:
+        async def work(session: Any) -> Any:
+            service = SyncService(session, self.settings, self.state.secret_key)
+            return await service.push(self.principal, payload)
+
+        answer = await self._transaction(work)
+        self.connection.send(protocol.envelope("sync_response", answer.body))
+
+    async def subscribe(self, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            raise ProblemError(ErrorCode.SYNC_001, "subscribe takes {cursor, collections?}")
+        cursor, names = payload.get("cursor"), payload.get("collections")
+        tenant_id = self.principal.tenant_id
+        try:
+            after = (
+                decode_cursor(self.state.secret_key, tenant_id, cursor)
+                if isinstance(cursor, str) and cursor
+                else START
+            )
+        except CursorError as exc:
+            raise ProblemError(ErrorCode.SYNC_001, f"Invalid cursor: {exc}") from exc
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+        ):
+            raise ProblemError(ErrorCode.SYNC_001, "collections must be a list of names")
+
+        async def check(session: Any) -> None:
+            repository = SyncRepository(session)
+            if after != START and after < await repository.compacted_point(tenant_id):
+                raise ProblemError(
+                    ErrorCode.SYNC_006, "Cursor older than the tombstone horizon; force-sync"
+                )
+            known = {c.name for c in await repository.list_collections(tenant_id)}
+            unknown = sorted(set(names or []) - known)
+            if unknown:
+                raise ProblemError(ErrorCode.NOT_FOUND, f"Unknown collection: {', '.join(unknown)}")
+
+        await self._transaction(check)
+        self.hub.subscribe(self.connection, after, frozenset(names) if names else None)
+
+    async def resolve_conflict(self, payload: Any) -> None:
+        if not isinstance(payload, dict) or not isinstance(payload.get("conflict_id"), str):
+            raise ProblemError(ErrorCode.SYNC_002, "resolve_conflict needs conflict_id")
+        resolution = payload.get("resolution")
+        if resolution not in ("accept_server", "accept_client", "merge"):
+            raise ProblemError(
+                ErrorCode.SYNC_001, "resolution is accept_server, accept_client or merge"
+            )
+        data = payload.get("client_data")
+        if data is not None and not isinstance(data, dict):
+            raise ProblemError(ErrorCode.SYNC_001, "client_data must be an object")
+
+        async def work(session: Any) -> Any:
+            conflicts = ConflictService(session)
+            found = await conflicts.repository.get_conflict(
+                self.principal.tenant_id, payload["conflict_id"]
+            )
+            own = found is not None and found.device_id == self.principal.device_id
+            if not own and not self.principal.can(Permission.CONFLICTS_WRITE):
+                raise ProblemError(ErrorCode.NOT_FOUND, "Conflict not found")
+            sync = SyncService(session, self.settings, self.state.secret_key)
+            return await conflicts.resolve(
+                self.principal, payload["conflict_id"], resolution, data, sync.write_resolution
+            )
+
+        conflict = await self._transaction(work)
+        self.connection.send(
+            protocol.envelope(
+                "conflict_resolved",
+                {
+                    "conflict_id": conflict.id,
+                    "resolution_result": conflict.status,
+                    "winning_version": conflict.winner,
+                },
+            )
+        )
+
+    async def ack(self, payload: Any) -> None:
+        ids = payload.get("message_ids") if isinstance(payload, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ProblemError(ErrorCode.SYNC_001, "ack takes {message_ids: [...]}")
+
+        async def work(session: Any) -> int:
+            return await InboxRepository(session).acknowledge(
+                self.principal.tenant_id, self.principal.device_id or "", ids[:500], utcnow()
+            )
+
+        await self._transaction(work)

@@ -1,0 +1,377 @@
+"""Live fan-out on one instance: connections, one feed reader per tenant, the broker's hints.
+
+Gapless and duplicate-free delivery comes from reading the same feed as pull, in feed order:
+- After a commit anywhere, the broker carries a hint "tenant X's feed moved". This instance's
+  reader for X reads the feed once from where it stopped (one query, whatever the number of
+  connections) and hands every row to each connection whose scope includes it.
+- A connection that subscribes first catches up from its own cursor with the same query (in the
+  reader's task, so the reader cannot move meanwhile), then joins the live set. Rows at or
+  before a connection's cursor are never sent to it again.
+- A hint lost in transit only delays delivery: readers also look every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from homeport.auth.principal import Principal, Role
+from homeport.config import Settings
+from homeport.kit.broker import Broker
+from homeport.kit.clock import utcnow
+from homeport.kit.db import Database
+from homeport.kit.logging import get_logger
+from homeport.realtime import protocol
+from homeport.realtime.inbox import REDELIVERY_AFTER, InboxRepository, inbox_payload
+from homeport.sync.cursor import FeedPoint, encode_cursor
+from homeport.sync.repository import FeedRow, SyncRepository
+from homeport.sync.rules import Reach, read_reach
+
+log = get_logger("homeport.realtime")
+
+PAGE = 500
+SAFETY_POLL_SECONDS = 2.0
+
+
+@dataclass(eq=False)
+class Connection:
+    """One connected device. Messages go through a bounded queue to one writer task."""
+
+    websocket: WebSocket
+    principal: Principal
+    queue_size: int
+    cursor: FeedPoint | None = None  # set once subscribed
+    collections: frozenset[str] | None = None  # None: every collection
+    connected_at: str = field(default_factory=protocol.now_iso)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: int = 1000
+    close_reason: str = ""
+    queue: asyncio.Queue[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(maxsize=self.queue_size)
+
+    @property
+    def device_id(self) -> str:
+        return self.principal.device_id or ""
+
+    def send(self, message: str) -> None:
+        """Queue a message; a connection that cannot keep up is closed (it resumes later)."""
+        if self.closed.is_set():
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            log.info("realtime_slow_consumer", device=self.device_id)
+            self.close(protocol.CLOSE_TOO_SLOW, "too slow: reconnect and resume from your cursor")
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closed.is_set():
+            self.close_code, self.close_reason = code, reason
+            self.closed.set()
+
+    async def writer(self) -> None:
+        """Sends queued messages until the connection closes."""
+        closing = asyncio.ensure_future(self.closed.wait())
+        try:
+            while not self.closed.is_set():
+                getting = asyncio.ensure_future(self.queue.get())
+                done, _ = await asyncio.wait(
+                    {getting, closing}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getting not in done:
+                    getting.cancel()
+                    break
+                await self.websocket.send_text(getting.result())
+        finally:
+            closing.cancel()
+
+    def in_scope(self, row: FeedRow, reach: dict[str, Reach]) -> bool:
+        if self.collections is not None and row.collection not in self.collections:
+            return False
+        scope = reach.get(row.collection, Reach.NONE)
+        if scope is Reach.ALL:
+            return True
+        return scope is Reach.OWN and row.owner_id == self.principal.user_id
+
+
+class TenantFeed:
+    """Reads one tenant's feed for this instance and fans rows out to its connections."""
+
+    def __init__(self, hub: Hub, tenant_id: str) -> None:
+        self.hub = hub
+        self.tenant_id = tenant_id
+        self.point: FeedPoint | None = None
+        self.names: list[str] = []
+        self.live: set[Connection] = set()
+        self.joining: list[Connection] = []
+        self.wake = asyncio.Event()
+        self.task = asyncio.create_task(self._run(), name=f"feed:{tenant_id}")
+
+    def join(self, connection: Connection) -> None:
+        self.joining.append(connection)
+        self.wake.set()
+
+    def leave(self, connection: Connection) -> None:
+        self.live.discard(connection)
+        if connection in self.joining:
+            self.joining.remove(connection)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=SAFETY_POLL_SECONDS)
+            self.wake.clear()
+            try:
+                await self._step()
+            except Exception:  # a database hiccup: try again at the next hint or poll
+                log.exception("realtime_feed_error", tenant=self.tenant_id)
+                await asyncio.sleep(0.2)
+
+    async def _step(self) -> None:
+        if not self.live and not self.joining:
+            return
+        async with self.hub.database.transaction() as session:
+            repository = SyncRepository(session)
+            collections = await repository.list_collections(self.tenant_id)
+            self.names = [collection.name for collection in collections]
+            roles = {c.principal.role for c in (*self.live, *self.joining)}
+            reach = {
+                role: {c.name: read_reach(c.read_rule, role) for c in collections} for role in roles
+            }
+            if self.point is not None and self.live:
+                await self._read_live(repository, reach)
+            while self.joining:
+                connection = self.joining.pop(0)
+                if not connection.closed.is_set():
+                    await self._catch_up(repository, connection, reach)
+
+    async def _read(self, repository: SyncRepository, after: FeedPoint) -> Sequence[FeedRow]:
+        """Every change of the tenant after ``after`` (scopes are applied per connection)."""
+        return await repository.read_feed(self.tenant_id, after, PAGE, self.names, [], None)
+
+    async def _catch_up(
+        self,
+        repository: SyncRepository,
+        connection: Connection,
+        reach: dict[Role | None, dict[str, Reach]],
+    ) -> None:
+        assert connection.cursor is not None
+        scope = reach[connection.principal.role]
+        while True:
+            rows = await self._read(repository, connection.cursor)
+            if not rows:
+                break
+            end = FeedPoint(rows[-1].xid, rows[-1].position)
+            mine = [row for row in rows if connection.in_scope(row, scope)]
+            if mine:
+                connection.send(protocol.server_push(mine, self.hub.cursor(self.tenant_id, end)))
+            connection.cursor = end
+            if len(rows) < PAGE:
+                break
+        if self.point is None:  # the first connection: the reader starts where it got to
+            self.point = connection.cursor
+        # The catch-up read everything visible, so it is at or past the reader; rows the reader
+        # reads again are filtered by the connection's cursor (no duplicate).
+        connection.cursor = max(connection.cursor, self.point)
+        self.live.add(connection)
+
+    async def _read_live(
+        self, repository: SyncRepository, reach: dict[Role | None, dict[str, Reach]]
+    ) -> None:
+        assert self.point is not None
+        while True:
+            rows = await self._read(repository, self.point)
+            if not rows:
+                return
+            end = FeedPoint(rows[-1].xid, rows[-1].position)
+            cursor = self.hub.cursor(self.tenant_id, end)
+            encoded: dict[tuple[Any, ...], str | None] = {}
+            for connection in list(self.live):
+                if connection.closed.is_set():
+                    self.live.discard(connection)
+                    continue
+                assert connection.cursor is not None
+                key = (
+                    connection.principal.role,
+                    connection.principal.user_id,
+                    connection.collections,
+                    connection.cursor,
+                )
+                if key not in encoded:
+                    scope = reach[connection.principal.role]
+                    mine = [
+                        row
+                        for row in rows
+                        if FeedPoint(row.xid, row.position) > connection.cursor
+                        and connection.in_scope(row, scope)
+                    ]
+                    encoded[key] = protocol.server_push(mine, cursor) if mine else None
+                message = encoded[key]
+                if message is not None:
+                    connection.send(message)
+                connection.cursor = max(connection.cursor, end)
+            self.point = end
+            if len(rows) < PAGE:
+                return
+
+
+class Hub:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        secret_key: str,
+        broker: Broker,
+        redis: Any = None,
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.secret_key = secret_key
+        self.broker = broker
+        self.redis = redis
+        self.connections: dict[str, set[Connection]] = {}  # by tenant
+        self.feeds: dict[str, TenantFeed] = {}
+
+    def cursor(self, tenant_id: str, point: FeedPoint) -> str:
+        return encode_cursor(self.secret_key, tenant_id, point)
+
+    async def start(self) -> None:
+        await self.broker.start(self.on_message)
+
+    async def stop(self) -> None:
+        await self.broker.stop()
+        for feed in self.feeds.values():
+            feed.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed.task
+        self.feeds.clear()
+        for connections in self.connections.values():
+            for connection in connections:
+                connection.close(1001, "server shutting down")
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        tenant_id = message.get("tenant_id")
+        if not isinstance(tenant_id, str):
+            return
+        kind = message.get("kind")
+        if kind == "feed":
+            feed = self.feeds.get(tenant_id)
+            if feed is not None:
+                feed.wake.set()
+            return
+        device_id = message.get("device_id")
+        targets = [c for c in self.connections.get(tenant_id, ()) if c.device_id == device_id]
+        if kind == "device" and isinstance(message.get("message"), dict):
+            body = message["message"]
+            for connection in targets:
+                connection.send(protocol.envelope(str(body.get("type")), body.get("payload")))
+        elif kind == "inbox":
+            for connection in targets:
+                await self.deliver_inbox(connection)
+
+    # Connections
+
+    async def register(self, connection: Connection) -> None:
+        tenant_id = connection.principal.tenant_id
+        self.connections.setdefault(tenant_id, set()).add(connection)
+        await self._presence_set(connection)
+
+    async def unregister(self, connection: Connection) -> None:
+        tenant_id = connection.principal.tenant_id
+        connections = self.connections.get(tenant_id, set())
+        connections.discard(connection)
+        feed = self.feeds.get(tenant_id)
+        if feed is not None:
+            feed.leave(connection)
+            if not feed.live and not feed.joining:
+                feed.task.cancel()
+                del self.feeds[tenant_id]
+        if not connections:
+            self.connections.pop(tenant_id, None)
+        await self._presence_clear(connection)
+
+    def subscribe(
+        self, connection: Connection, after: FeedPoint, collections: frozenset[str] | None
+    ) -> None:
+        tenant_id = connection.principal.tenant_id
+        feed = self.feeds.get(tenant_id)
+        if feed is None:
+            feed = self.feeds[tenant_id] = TenantFeed(self, tenant_id)
+        feed.leave(connection)
+        connection.cursor = after
+        connection.collections = collections
+        feed.join(connection)
+
+    async def deliver_inbox(self, connection: Connection, *, everything: bool = False) -> None:
+        """Send due inbox messages: all unacknowledged ones on connect (``everything``), else
+        new ones and those delivered a while ago without an acknowledgement."""
+        now = utcnow()
+        async with self.database.transaction() as session:
+            repository = InboxRepository(session)
+            due = await repository.due(
+                connection.principal.tenant_id,
+                connection.device_id,
+                now,
+                redelivery_before=now if everything else now - REDELIVERY_AFTER,
+            )
+            await repository.mark_delivered(
+                connection.principal.tenant_id, [message.id for message in due], now
+            )
+            payloads = [inbox_payload(message) for message in due]
+        for payload in payloads:
+            connection.send(protocol.envelope("inbox", payload))
+
+    # Presence
+
+    def _presence_key(self, tenant_id: str, device_id: str = "*") -> str:
+        return f"{self.settings.redis_key_prefix}:presence:{tenant_id}:{device_id}"
+
+    def _presence_entry(self, connection: Connection) -> dict[str, Any]:
+        return {
+            "device_id": connection.device_id,
+            "user_id": connection.principal.user_id,
+            "connected_at": connection.connected_at,
+        }
+
+    async def _presence_set(self, connection: Connection) -> None:
+        if self.redis is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.redis.set(
+                self._presence_key(connection.principal.tenant_id, connection.device_id),
+                json.dumps(self._presence_entry(connection)),
+                ex=self.settings.realtime_heartbeat_seconds * 3,
+            )
+
+    async def touch(self, connection: Connection) -> None:
+        await self._presence_set(connection)
+
+    async def _presence_clear(self, connection: Connection) -> None:
+        if self.redis is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.redis.delete(
+                self._presence_key(connection.principal.tenant_id, connection.device_id)
+            )
+
+    async def presence(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Devices of the tenant connected to any instance (this one only, without Redis)."""
+        found = {c.device_id: self._presence_entry(c) for c in self.connections.get(tenant_id, ())}
+        if self.redis is not None:
+            try:
+                keys = [key async for key in self.redis.scan_iter(self._presence_key(tenant_id))]
+                values = await self.redis.mget(keys) if keys else []
+                for value in values:
+                    if value:
+                        entry = json.loads(value)
+                        found.setdefault(entry["device_id"], entry)
+            except Exception:
+                log.warning("realtime_presence_unavailable")
+        return sorted(found.values(), key=lambda entry: str(entry["device_id"]))

@@ -1,0 +1,145 @@
+"""The WebSocket protocol against a real server."""
+
+from __future__ import annotations
+
+import pytest
+import websockets
+
+from tests.realtime.conftest import Live, receive, send
+
+
+def upsert(record_id: str, title: str, **extra: object) -> dict[str, object]:
+    return {
+        "collection": "tasks",
+        "id": record_id,
+        "op": "upsert",
+        "data": {"title": title},
+        **extra,
+    }
+
+
+async def test_subscriber_gets_history_then_live_changes(live: Live) -> None:
+    await live.collection("tasks")
+    writer = await live.login(live.owner_email, "writer")
+    reader = await live.login(live.owner_email, "reader")
+    await live.push(writer, [upsert("t1", "before")])
+    async with live.connect(reader) as ws:
+        await send(ws, "subscribe", {"cursor": None})
+        history = await receive(ws, "server_push")
+        assert [(u["entity_id"], u["operation"]) for u in history["payload"]["updates"]] == [
+            ("t1", "create")
+        ]
+        await live.push(writer, [upsert("t2", "live"), upsert("t1", "changed", base_version=1)])
+        pushed = await receive(ws, "server_push")
+        updates = pushed["payload"]["updates"]
+        assert [(u["entity_id"], u["operation"], u["version"]) for u in updates] == [
+            ("t2", "create", 1),
+            ("t1", "update", 2),
+        ]
+        assert updates[1]["data"] == {"title": "changed"}
+        assert pushed["payload"]["cursor"]
+
+
+async def test_heartbeat_and_bad_frames(live: Live) -> None:
+    device = await live.login(live.owner_email)
+    async with live.connect(device) as ws:
+        await send(ws, "heartbeat", {"client_time": "2026-01-01T00:00:00Z"})
+        ack = await receive(ws, "heartbeat_ack")
+        assert ack["payload"]["server_time"].endswith("Z")
+        await ws.send("{not json")
+        error = await receive(ws, "error")
+        assert error["payload"]["code"] == "SYNC_001"
+        await send(ws, "dance", {})
+        error = await receive(ws, "error")
+        assert error["payload"]["code"] == "SYNC_001"
+        await send(ws, "heartbeat", {})  # still open
+        await receive(ws, "heartbeat_ack")
+
+
+async def test_bad_tokens_and_foreign_devices_are_closed(live: Live) -> None:
+    device = await live.login(live.owner_email)
+    bad = websockets.connect(
+        f"{live.ws_url}?device_id={device.device_id}",
+        additional_headers={"Authorization": "Bearer not-a-token"},
+    )
+    async with bad as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+    assert closed.value.rcvd.reason.startswith("AUTH_001")
+    async with live.connect(device, device_id="someone-else") as ws:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4403
+    token_in_query = websockets.connect(
+        f"{live.ws_url}?device_id={device.device_id}&token={device.token}"
+    )
+    async with token_in_query as ws:
+        await send(ws, "heartbeat", {})
+        await receive(ws, "heartbeat_ack")
+
+
+async def test_sync_over_websocket_answers_like_rest(live: Live) -> None:
+    await live.collection("tasks")
+    device = await live.login(live.owner_email)
+    batch = [
+        upsert("a", "one"),
+        {"collection": "tasks", "id": "b", "op": "upsert", "data": {"title": 5}},
+    ]
+    async with live.connect(device) as ws:
+        await send(ws, "sync", {"idempotency_key": "ws-1", "changes": batch})
+        answer = (await receive(ws, "sync_response"))["payload"]
+    assert [r["status"] for r in answer["results"]] == ["applied", "rejected"]
+    assert answer["errors"][0]["item_id"] == "b"
+    rest = await live.http.post(
+        "/api/v1/sync/push",
+        json={"idempotency_key": "ws-1", "changes": batch},
+        headers={"Authorization": f"Bearer {device.token}"},
+    )
+    assert rest.json() == answer  # the same key and body: the stored answer
+
+
+async def test_inbox_is_delivered_until_acknowledged(live: Live) -> None:
+    device = await live.login(live.owner_email)
+    admin = await live.login(live.owner_email, "admin-console")
+    posted = await live.http.post(
+        f"/api/v1/devices/{device.device_id}/inbox",
+        json={"kind": "wipe_cache", "body": {"reason": "test"}},
+        headers={"Authorization": f"Bearer {admin.token}"},
+    )
+    assert posted.status_code == 201, posted.text
+    message_id = posted.json()["message_id"]
+    async with live.connect(device) as ws:
+        first = await receive(ws, "inbox")
+        assert first["payload"]["message_id"] == message_id
+        assert first["payload"]["body"] == {"reason": "test"}
+    async with live.connect(device) as ws:  # not acknowledged: delivered again
+        again = await receive(ws, "inbox")
+        assert again["payload"]["message_id"] == message_id
+        await send(ws, "ack", {"message_ids": [message_id]})
+        await send(ws, "heartbeat", {})
+        await receive(ws, "heartbeat_ack")
+    async with live.connect(device) as ws:
+        await send(ws, "heartbeat", {})
+        message = await receive(ws, "heartbeat_ack")
+        assert message["type"] == "heartbeat_ack"  # no inbox message came first
+
+
+async def test_presence_lists_connected_devices(live: Live) -> None:
+    device = await live.login(live.owner_email, "phone-7")
+    headers = {"Authorization": f"Bearer {device.token}"}
+    async with live.connect(device) as ws:
+        await send(ws, "heartbeat", {})
+        await receive(ws, "heartbeat_ack")
+        listed = await live.http.get("/api/v1/realtime/presence", headers=headers)
+        assert [d["device_id"] for d in listed.json()["devices"]] == ["phone-7"]
+    import asyncio
+
+    for _ in range(50):
+        listed = await live.http.get("/api/v1/realtime/presence", headers=headers)
+        if not listed.json()["devices"]:
+            break
+        await asyncio.sleep(0.05)
+    assert listed.json()["devices"] == []
