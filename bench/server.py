@@ -22,6 +22,7 @@ class Server:
     base_url: str
     data_dir: Path
     env: dict[str, str]
+    pid: int = 0
 
 
 def free_port() -> int:
@@ -86,7 +87,7 @@ def running_server(database_url: str | None = None, **settings: str) -> Iterator
             time.sleep(0.2)
         else:
             raise RuntimeError("server did not become ready in 60 s")
-        yield Server(base_url=base_url, data_dir=data_dir, env=env)
+        yield Server(base_url=base_url, data_dir=data_dir, env=env, pid=process.pid)
     finally:
         process.terminate()
         try:

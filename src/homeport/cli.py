@@ -213,6 +213,9 @@ def serve(
         log_config=None,
         access_log=False,
         server_header=False,
+        # Compressing every small sync frame per connection costs more CPU than it saves
+        # bytes, and fan-out sends the same frame to many connections.
+        ws_per_message_deflate=settings.realtime_compression,
     )
 
 

@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     realtime_max_frame_bytes: int = 1024 * 1024
     realtime_messages_per_minute: int = 100
     realtime_send_queue: int = 256
+    realtime_compression: bool = False
 
     # First start
     bootstrap_tenant: str = "default"

@@ -121,11 +121,11 @@ class FakeServer:
         key = body["idempotency_key"]
         if key in self.idempotency:
             stored_body, answer = self.idempotency[key]
-            if stored_body != request.content:
+            if stored_body != body_identity(body):
                 return problem(409, "SYNC_003", "key reused with another body")
         else:
             answer = self._apply(body)
-            self.idempotency[key] = (request.content, answer)
+            self.idempotency[key] = (body_identity(body), answer)
         if self.lose_push_answers:
             self.lose_push_answers -= 1
             raise httpx.ReadTimeout("answer lost", request=request)
@@ -228,6 +228,12 @@ class FakeServer:
                 "has_more": position < len(self.log),
             },
         )
+
+
+def body_identity(body: dict[str, Any]) -> bytes:
+    """What identifies a push body for idempotency (like the server: key order is ignored), so
+    a body sent over REST and over the live WebSocket is the same body."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _ref(key: tuple[str, str]) -> dict[str, str]:

@@ -77,20 +77,10 @@ class Connection:
             self.closed.set()
 
     async def writer(self) -> None:
-        """Sends queued messages until the connection closes."""
-        closing = asyncio.ensure_future(self.closed.wait())
-        try:
-            while not self.closed.is_set():
-                getting = asyncio.ensure_future(self.queue.get())
-                done, _ = await asyncio.wait(
-                    {getting, closing}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if getting not in done:
-                    getting.cancel()
-                    break
-                await self.websocket.send_text(getting.result())
-        finally:
-            closing.cancel()
+        """Sends queued messages; cancelled when the connection ends."""
+        while True:
+            message = await self.queue.get()
+            await self.websocket.send_text(message)
 
     def in_scope(self, row: FeedRow, reach: dict[str, Reach]) -> bool:
         if self.collections is not None and row.collection not in self.collections:
@@ -139,11 +129,12 @@ class TenantFeed:
             return
         async with self.hub.database.transaction() as session:
             repository = SyncRepository(session)
-            collections = await repository.list_collections(self.tenant_id)
-            self.names = [collection.name for collection in collections]
+            rules = await repository.read_rules(self.tenant_id)
+            self.names = list(rules)
             roles = {c.principal.role for c in (*self.live, *self.joining)}
             reach = {
-                role: {c.name: read_reach(c.read_rule, role) for c in collections} for role in roles
+                role: {name: read_reach(rule, role) for name, rule in rules.items()}
+                for role in roles
             }
             if self.point is not None and self.live:
                 await self._read_live(repository, reach)

@@ -75,6 +75,13 @@ class SyncRepository:
         )
         return result.scalars().all()
 
+    async def read_rules(self, tenant_id: str) -> dict[str, str]:
+        """Each collection's read rule (the live fan-out checks scopes with it)."""
+        result = await self.session.execute(
+            tenant_select_columns(Collection, tenant_id, Collection.name, Collection.read_rule)
+        )
+        return {name: rule for name, rule in result.all()}
+
     async def get_collection(self, tenant_id: str, name: str) -> Collection | None:
         result = await self.session.execute(
             tenant_select(Collection, tenant_id).where(Collection.name == name)

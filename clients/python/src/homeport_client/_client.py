@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from os import PathLike
 from types import TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import urlencode
 
 import anyio
 import httpx
 
 from ._hlc import HybridLogicalClock
+from ._live import (
+    POLICY_COOLDOWN_SECONDS,
+    InboxCallback,
+    LiveErrorCallback,
+    LiveSession,
+    WsConnect,
+    _LiveUnavailable,
+    websockets_connect,
+)
 from ._store import CURSOR_PREFIX, Batch, LocalStore
 from .errors import HomeportError, HomeportNetworkError
 
@@ -24,6 +36,8 @@ __all__ = [
     "ConflictCallback",
     "ErrorCallback",
     "HomeportClient",
+    "InboxCallback",
+    "LiveErrorCallback",
     "PullReport",
     "PushMode",
     "PushReport",
@@ -42,6 +56,11 @@ ErrorCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 # token expired; AUTH_001 with an access token = "refresh once; if that fails, log in again").
 _REFRESH_CODES = frozenset({"AUTH_002", "AUTH_001"})
 _TOKEN_KEYS = ("access_token", "refresh_token", "session_id", "tenant_id", "token_expires_at")
+# Refresh an access token this close to its expiry before opening a live connection.
+_EXPIRY_MARGIN_SECONDS = 10
+# Conflict ids already given to the conflict callbacks (a live ``conflict`` message repeating a
+# conflict of a push answer, or a redelivered one, does not call them again).
+_SEEN_CONFLICTS_MAX = 1000
 
 
 @dataclass(slots=True)
@@ -104,9 +123,16 @@ class HomeportClient:
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         timeout: float = 30.0,
+        ws_connect: WsConnect | None = None,
+        heartbeat_interval: float = 30.0,
+        reconnect_delay: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         if not device_id:
             raise ValueError("device_id must not be empty")
+        if heartbeat_interval <= 0:
+            raise ValueError("heartbeat_interval must be positive")
+        if not 0 < reconnect_delay[0] <= reconnect_delay[1]:
+            raise ValueError("reconnect_delay must be (first, maximum) with 0 < first <= maximum")
         self._device_id = device_id
         self._store = LocalStore(str(store_path))
         try:
@@ -133,6 +159,17 @@ class HomeportClient:
         self._pull_lock = anyio.Lock()
         self._conflict_callbacks: list[ConflictCallback] = []
         self._error_callbacks: list[ErrorCallback] = []
+        self._inbox_callbacks: list[InboxCallback] = []
+        self._live_error_callbacks: list[LiveErrorCallback] = []
+        self._seen_conflicts: OrderedDict[str, None] = OrderedDict()
+        self._timeout = timeout
+        self._ws_connect: WsConnect = ws_connect or (
+            lambda url, headers: websockets_connect(url, headers, open_timeout=timeout)
+        )
+        self._heartbeat_interval = heartbeat_interval
+        self._reconnect_delay = reconnect_delay
+        self._live: LiveSession | None = None
+        self._live_cooldown_until = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -148,7 +185,8 @@ class HomeportClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP client and the local store."""
+        """Leave live mode, close the HTTP client and the local store."""
+        await self.disconnect_live()
         await self._http.aclose()
         self._store.close()
 
@@ -169,6 +207,11 @@ class HomeportClient:
     @property
     def tenant_id(self) -> str | None:
         return self._store.get_meta("tenant_id")
+
+    @property
+    def is_live(self) -> bool:
+        """True while a live connection is open and subscribed."""
+        return self._live is not None and self._live.connected
 
     @property
     def last_hlc(self) -> str:
@@ -192,6 +235,23 @@ class HomeportClient:
     def on_error(self, callback: ErrorCallback) -> ErrorCallback:
         """Register a callback called with ``{item_id, error, message}`` per rejected change."""
         self._error_callbacks.append(callback)
+        return callback
+
+    def on_inbox(self, callback: InboxCallback) -> InboxCallback:
+        """Register a callback for live ``inbox`` messages (``message_id, kind, body,
+        expires_at``).
+
+        Called once per message, even if the server delivers it again; the message is acked
+        after the callbacks return. If a callback raises, the message is not acked (the server
+        delivers it again) and the failure goes to the live error callbacks.
+        """
+        self._inbox_callbacks.append(callback)
+        return callback
+
+    def on_live_error(self, callback: LiveErrorCallback) -> LiveErrorCallback:
+        """Register a callback for live-mode errors: ``error`` messages (``code``, ``message``)
+        and closes that stop or need attention (``code``, ``message``, ``close_code``)."""
+        self._live_error_callbacks.append(callback)
         return callback
 
     # -- local writes and reads ---------------------------------------------------------------
@@ -373,23 +433,58 @@ class HomeportClient:
         (timeout, connection error, 5xx) this raises and the next ``push()`` resends that same
         body with the same idempotency key before building new batches.
         """
-        if mode not in ("atomic", "best_effort"):
-            raise ValueError("mode must be 'atomic' or 'best_effort'")
-        if not 1 <= batch_size <= MAX_BATCH_SIZE:
-            raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
-        report = PushReport()
+        _check_push_args(mode, batch_size)
         async with self._push_lock:
-            while True:
-                batch = self._store.current_batch() or self._store.build_batch(
-                    str(uuid.uuid4()), self._device_id, mode, batch_size
-                )
-                if batch is None:
-                    break
+            return await self._push_batches(mode, batch_size, live=False)
+
+    async def _push_batches(self, mode: PushMode, batch_size: int, *, live: bool) -> PushReport:
+        report = PushReport()
+        while True:
+            batch = self._store.current_batch() or self._store.build_batch(
+                str(uuid.uuid4()), self._device_id, mode, batch_size
+            )
+            if batch is None:
+                break
+            session = self._live if live else None
+            if session is not None and session.connected:
+                answer = await self._send_batch_live(session, batch)
+            else:
                 answer = await self._send_batch(batch)
-                requeued = await self._process_answer(answer, report)
-                if requeued:
-                    break  # do not loop on changes the server keeps silent about
+            requeued = await self._process_answer(answer, report)
+            if requeued:
+                break  # do not loop on changes the server keeps silent about
         return report
+
+    async def _send_batch_live(self, session: LiveSession, batch: Batch) -> dict[str, Any]:
+        try:
+            try:
+                return await session.sync(batch)
+            except HomeportError as exc:
+                if exc.code != "SYNC_003":
+                    raise
+                # As over REST: the key is taken by another body, so a new key is safe.
+                rekeyed = self._store.rekey_batch(str(uuid.uuid4()))
+                if rekeyed is None:  # pragma: no cover - batch vanished concurrently
+                    raise
+                return await session.sync(rekeyed)
+        except _LiveUnavailable:
+            # The socket went away before the answer: the stored batch goes over REST, under
+            # the same key (the server answers a key once, whichever way it came).
+            current = self._store.current_batch()
+            if current is None:  # pragma: no cover - answered meanwhile
+                raise HomeportNetworkError("live connection lost") from None
+            return await self._send_batch(current)
+
+    async def live_sync(self, mode: PushMode = "best_effort", batch_size: int = 500) -> PushReport:
+        """Push the queue over the live connection (REST ``push()`` when not connected).
+
+        Same batches, idempotency keys and answer handling as ``push()``: each batch body is
+        stored before it is sent as a ``sync`` message; an unanswered one is resent unchanged
+        (same key) by the next ``live_sync()`` or ``push()``.
+        """
+        _check_push_args(mode, batch_size)
+        async with self._push_lock:
+            return await self._push_batches(mode, batch_size, live=True)
 
     async def _send_batch(self, batch: Batch) -> dict[str, Any]:
         try:
@@ -451,6 +546,8 @@ class HomeportClient:
 
         report.conflicts.extend(conflicts)
         report.errors.extend(errors)
+        for conflict in conflicts:
+            self._remember_conflict(conflict.get("conflict_id"))
         for conflict in conflicts:
             for on_conflict in self._conflict_callbacks:
                 await _invoke(on_conflict, conflict)
@@ -560,3 +657,159 @@ class HomeportClient:
         pushed = await self.push(mode=mode, batch_size=batch_size)
         pulled = await self.pull(collections, limit=limit)
         return SyncReport(push=pushed, pull=pulled)
+
+    # -- live mode ----------------------------------------------------------------------------
+
+    async def connect_live(self, collections: Sequence[str] | None = None) -> None:
+        """Open the live connection and subscribe from the stored cursor of ``collections``.
+
+        Returns once subscribed; the receive loop then runs in a background task: server
+        changes go into the local replica (with the cursor, like a pulled page), inbox and
+        conflict messages go to their callbacks, and dropped connections are reopened with
+        backoff. Raises ``HomeportError`` if the first connection fails. Calling it again
+        while connected to the same collections does nothing.
+        """
+        if isinstance(collections, str):
+            collections = [collections]
+        wanted = None if not collections else sorted(set(collections))
+        session = self._live
+        if session is not None and session.running:
+            if session.collections == wanted:
+                return
+            raise RuntimeError("live mode is on for other collections: disconnect_live() first")
+        if session is not None:
+            await session.stop()
+            self._live = None
+        wait = self._live_cooldown_until - time.monotonic()
+        if wait > 0:  # the server closed for abuse (1008) a moment ago: do not hammer it
+            await asyncio.sleep(wait)
+        session = LiveSession(
+            self,
+            self._ws_connect,
+            wanted,
+            heartbeat_interval=self._heartbeat_interval,
+            reconnect_delay=self._reconnect_delay,
+            timeout=self._timeout,
+        )
+        await session.start()
+        self._live = session
+
+    async def disconnect_live(self) -> None:
+        """Close the live connection and stop reconnecting (idempotent)."""
+        session, self._live = self._live, None
+        if session is not None:
+            await session.stop()
+
+    def _note_policy_close(self) -> None:
+        """The server closed for abuse (1008): ``connect_live`` waits a while before retrying."""
+        self._live_cooldown_until = time.monotonic() + POLICY_COOLDOWN_SECONDS
+
+    async def resolve_conflict(
+        self,
+        conflict_id: str,
+        resolution: str,
+        client_data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Send a ``resolve_conflict`` message for a conflict reported by the server."""
+        session = self._live
+        if session is None:
+            raise HomeportNetworkError("live mode is not connected")
+        await session.send(
+            "resolve_conflict",
+            {
+                "conflict_id": conflict_id,
+                "resolution": resolution,
+                "client_data": None if client_data is None else dict(client_data),
+            },
+        )
+
+    @property
+    def last_server_time(self) -> str | None:
+        """``server_time`` of the last ``heartbeat_ack`` of the live connection."""
+        return None if self._live is None else self._live.last_server_time
+
+    def _live_url(self) -> str:
+        base = self._http.base_url
+        scheme = {"http": "ws", "https": "wss"}.get(base.scheme, base.scheme)
+        path = base.path.rstrip("/") + "/ws/mobile/sync/"
+        netloc = base.netloc.decode("ascii")
+        return f"{scheme}://{netloc}{path}?{urlencode({'device_id': self._device_id})}"
+
+    @staticmethod
+    def _live_headers(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}", "X-Homeport-Protocol": PROTOCOL_VERSION}
+
+    async def _refresh_if_expired(self) -> None:
+        expires_at = self._store.get_meta("token_expires_at")
+        if (
+            self._access_token is not None
+            and expires_at is not None
+            and expires_at.isdigit()
+            and int(expires_at) <= time.time() + _EXPIRY_MARGIN_SECONDS
+            and self._store.get_meta("refresh_token") is not None
+        ):
+            await self._refresh(self._access_token)
+
+    async def _apply_live_push(self, payload: Mapping[str, Any], cursor_key: str) -> int:
+        """Write a ``server_push`` like a pulled page: its changes and cursor in one commit."""
+        updates = payload.get("updates") or []
+        if not isinstance(updates, list):
+            raise ValueError("server_push updates must be a list")
+        changes: list[dict[str, Any]] = []
+        for update in updates:
+            if not isinstance(update, Mapping):
+                raise ValueError("a server_push update must be an object")
+            version = update.get("version")
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise ValueError("a server_push update needs an integer version")
+            operation = update.get("operation")
+            change: dict[str, Any] = {
+                "collection": str(update["entity_type"]),
+                "id": str(update["entity_id"]),
+                "op": "delete" if operation == "delete" else "upsert",
+                "version": version,
+                "data": None if operation == "delete" else update.get("data"),
+            }
+            for extra in ("hlc", "updated_at"):
+                if isinstance(update.get(extra), str):
+                    change[extra] = update[extra]
+            changes.append(change)
+        cursor = payload.get("cursor")
+        async with self._pull_lock:
+            applied = self._store.apply_pull_page(
+                changes, cursor_key, cursor if isinstance(cursor, str) and cursor else None
+            )
+        self._observe_remote_clock(changes)
+        return applied
+
+    async def _live_conflict(self, payload: Mapping[str, Any]) -> None:
+        conflict_id = payload.get("conflict_id")
+        if isinstance(conflict_id, str) and conflict_id in self._seen_conflicts:
+            return
+        entry: dict[str, Any] = dict(payload)
+        entry.setdefault("collection", payload.get("domain"))
+        entry.setdefault("id", payload.get("mobile_id"))
+        entry.setdefault("resolution", None)
+        entry.setdefault("status", "pending")
+        entry.setdefault(
+            "server",
+            {"version": payload.get("server_version"), "data": payload.get("server_data")},
+        )
+        self._remember_conflict(conflict_id)
+        for on_conflict in list(self._conflict_callbacks):
+            await _invoke(on_conflict, entry)
+
+    def _remember_conflict(self, conflict_id: Any) -> None:
+        if not isinstance(conflict_id, str):
+            return
+        self._seen_conflicts[conflict_id] = None
+        self._seen_conflicts.move_to_end(conflict_id)
+        while len(self._seen_conflicts) > _SEEN_CONFLICTS_MAX:
+            self._seen_conflicts.popitem(last=False)
+
+
+def _check_push_args(mode: str, batch_size: int) -> None:
+    if mode not in ("atomic", "best_effort"):
+        raise ValueError("mode must be 'atomic' or 'best_effort'")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")

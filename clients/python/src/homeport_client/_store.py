@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,11 @@ CREATE TABLE IF NOT EXISTS push_batch (
     body TEXT NOT NULL,
     size INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS inbox_acked (
+    message_id TEXT PRIMARY KEY,
+    expires_at REAL,
+    acked_at REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 _UPSERT_RECORD = """
@@ -65,6 +71,8 @@ WHERE excluded.version >= records.version
 """
 
 CURSOR_PREFIX = "cursor:"
+# How long an acked inbox message id without an expiry is remembered (to ack a redelivery).
+INBOX_MEMORY_SECONDS = 30 * 24 * 3600
 
 Key = tuple[str, str]
 RecordRow = tuple[str, str, int, str | None, int, str | None]
@@ -414,9 +422,12 @@ class LocalStore:
     # -- replica ------------------------------------------------------------------------------
 
     def apply_pull_page(
-        self, changes: Sequence[Mapping[str, Any]], cursor_key: str, cursor: str
+        self, changes: Sequence[Mapping[str, Any]], cursor_key: str, cursor: str | None
     ) -> int:
-        """Write one pulled page and its cursor in one transaction; returns the change count."""
+        """Write one pulled page and its cursor in one transaction; returns the change count.
+
+        ``cursor=None`` keeps the stored cursor.
+        """
         dumps = json.dumps
         rows: list[RecordRow] = []
         for change in changes:
@@ -435,7 +446,8 @@ class LocalStore:
         with self.transaction() as db:
             if rows:
                 db.executemany(_UPSERT_RECORD, rows)
-            self.set_meta(CURSOR_PREFIX + cursor_key, cursor)
+            if cursor is not None:
+                self.set_meta(CURSOR_PREFIX + cursor_key, cursor)
         return len(rows)
 
     def reset_replica(self, cursor_key: str, cursor: str) -> None:
@@ -450,6 +462,30 @@ class LocalStore:
             "SELECT version FROM records WHERE collection=? AND id=?", (collection, record_id)
         ).fetchone()
         return None if row is None else int(row[0])
+
+    # -- live inbox ---------------------------------------------------------------------------
+
+    def inbox_acked(self, message_id: str) -> bool:
+        """Whether the inbox message was already handed to the app (and acked)."""
+        row = self._db.execute(
+            "SELECT 1 FROM inbox_acked WHERE message_id=?", (message_id,)
+        ).fetchone()
+        return row is not None
+
+    def mark_inbox_acked(self, message_id: str, expires_at: float | None) -> None:
+        """Remember a delivered inbox message; forgets ids that can no longer be redelivered."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM inbox_acked WHERE expires_at < ? "
+                "OR (expires_at IS NULL AND acked_at < ?)",
+                (now - 3600, now - INBOX_MEMORY_SECONDS),
+            )
+            db.execute(
+                "INSERT INTO inbox_acked (message_id, expires_at, acked_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (message_id) DO NOTHING",
+                (message_id, expires_at, now),
+            )
 
     # -- reads (replica overlaid with the outbox) ---------------------------------------------
 
