@@ -143,3 +143,33 @@ async def test_presence_lists_connected_devices(live: Live) -> None:
             break
         await asyncio.sleep(0.05)
     assert listed.json()["devices"] == []
+
+
+async def test_record_leaving_scope_arrives_as_a_delete(live: Live) -> None:
+    schema = {"type": "object", "x-owner-field": "assignee"}
+    await live.collection("jobs", schema=schema, read="owner", write="role:manager")
+    await live.member("alice@acme.example.com")
+    await live.member("bob@acme.example.com")
+    await live.member("boss@acme.example.com", role="manager")
+    alice = await live.login("alice@acme.example.com")
+    bob = await live.login("bob@acme.example.com")
+    boss = await live.login("boss@acme.example.com")
+
+    def job(assignee: str, **extra: object) -> dict[str, object]:
+        data = {"title": "Fix", "assignee": assignee}
+        return {"collection": "jobs", "id": "j1", "op": "upsert", "data": data, **extra}
+
+    async with live.connect(alice) as alice_ws, live.connect(bob) as bob_ws:
+        for ws in (alice_ws, bob_ws):
+            await send(ws, "subscribe", {"cursor": None})
+        await live.push(boss, [job(alice.user_id)])
+        first = (await receive(alice_ws, "server_push"))["payload"]["updates"]
+        assert [(u["entity_id"], u["operation"]) for u in first] == [("j1", "create")]
+        await live.push(boss, [job(bob.user_id, base_version=1)])
+        gone = (await receive(alice_ws, "server_push"))["payload"]["updates"]
+        assert [(u["entity_id"], u["operation"], u["data"]) for u in gone] == [
+            ("j1", "delete", None)
+        ]
+        arrived = (await receive(bob_ws, "server_push"))["payload"]["updates"]
+        assert [(u["entity_id"], u["version"]) for u in arrived] == [("j1", 2)]
+        assert arrived[0]["data"]["assignee"] == bob.user_id

@@ -82,6 +82,8 @@ class SyncRecord(Base):
     collection: Mapped[str] = mapped_column(String(63), primary_key=True)
     record_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     owner_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # The owner before the last change of owner: their devices learn the record left them.
+    previous_owner_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)
     version: Mapped[int] = mapped_column(Integer)
     field_hlc: Mapped[dict[str, str]] = mapped_column(JSON)

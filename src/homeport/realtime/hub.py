@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,24 @@ log = get_logger("homeport.realtime")
 
 PAGE = 500
 SAFETY_POLL_SECONDS = 2.0
+
+
+class Visibility(enum.Enum):
+    HIDDEN = "hidden"
+    SHOWN = "shown"
+    GONE = "gone"
+
+
+def _visible(
+    connection: Connection, rows: Sequence[FeedRow], reach: dict[str, Reach]
+) -> list[tuple[FeedRow, bool]]:
+    """(row, as a deletion) for the rows this connection may see."""
+    found = []
+    for row in rows:
+        seen = connection.visibility(row, reach)
+        if seen is not Visibility.HIDDEN:
+            found.append((row, seen is Visibility.GONE))
+    return found
 
 
 @dataclass(eq=False)
@@ -82,13 +101,20 @@ class Connection:
             message = await self.queue.get()
             await self.websocket.send_text(message)
 
-    def in_scope(self, row: FeedRow, reach: dict[str, Reach]) -> bool:
+    def visibility(self, row: FeedRow, reach: dict[str, Reach]) -> Visibility:
+        """Whether this device gets the row, and whether as a deletion (the record was handed
+        to another owner and left this device's scope)."""
         if self.collections is not None and row.collection not in self.collections:
-            return False
+            return Visibility.HIDDEN
         scope = reach.get(row.collection, Reach.NONE)
         if scope is Reach.ALL:
-            return True
-        return scope is Reach.OWN and row.owner_id == self.principal.user_id
+            return Visibility.SHOWN
+        if scope is Reach.OWN:
+            if row.owner_id == self.principal.user_id:
+                return Visibility.SHOWN
+            if row.previous_owner_id == self.principal.user_id:
+                return Visibility.GONE
+        return Visibility.HIDDEN
 
 
 class TenantFeed:
@@ -160,7 +186,7 @@ class TenantFeed:
             if not rows:
                 break
             end = FeedPoint(rows[-1].xid, rows[-1].position)
-            mine = [row for row in rows if connection.in_scope(row, scope)]
+            mine = _visible(connection, rows, scope)
             if mine:
                 connection.send(protocol.server_push(mine, self.hub.cursor(self.tenant_id, end)))
             connection.cursor = end
@@ -197,12 +223,10 @@ class TenantFeed:
                 )
                 if key not in encoded:
                     scope = reach[connection.principal.role]
-                    mine = [
-                        row
-                        for row in rows
-                        if FeedPoint(row.xid, row.position) > connection.cursor
-                        and connection.in_scope(row, scope)
+                    newer = [
+                        row for row in rows if FeedPoint(row.xid, row.position) > connection.cursor
                     ]
+                    mine = _visible(connection, newer, scope)
                     encoded[key] = protocol.server_push(mine, cursor) if mine else None
                 message = encoded[key]
                 if message is not None:

@@ -31,8 +31,8 @@ def raw_envelope(kind: str, payload_json: str) -> str:
     return f'{{"type":"{kind}","payload":{payload_json},"timestamp":"{now_iso()}"}}'
 
 
-def update_json(row: FeedRow) -> str:
-    deleted = row.deleted or row.data_json is None
+def update_json(row: FeedRow, gone: bool = False) -> str:
+    deleted = gone or row.deleted or row.data_json is None
     operation = "delete" if deleted else ("create" if row.version == 1 else "update")
     return (
         f'{{"entity_type":{json.dumps(row.collection)},"entity_id":{json.dumps(row.record_id)},'
@@ -41,8 +41,9 @@ def update_json(row: FeedRow) -> str:
     )
 
 
-def server_push(rows: list[FeedRow], cursor: str) -> str:
-    updates = ",".join(update_json(row) for row in rows)
+def server_push(rows: list[tuple[FeedRow, bool]], cursor: str) -> str:
+    """``rows``: (row, as a deletion) pairs."""
+    updates = ",".join(update_json(row, gone) for row, gone in rows)
     return raw_envelope("server_push", f'{{"updates":[{updates}],"cursor":{json.dumps(cursor)}}}')
 
 

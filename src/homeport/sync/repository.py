@@ -52,7 +52,7 @@ from homeport.models.sync import (
 from homeport.sync.cursor import START, FeedPoint
 
 # A feed row: collection, record_id, version, deleted, updated_at, xid, position, data_json,
-# owner_id.
+# owner_id, previous_owner_id.
 FeedRow = Row[Any]
 
 
@@ -250,7 +250,9 @@ class SyncRepository:
         if all_of:
             scope.append(SyncRecord.collection.in_(all_of))
         if own_of and user_id is not None:
-            scope.append(and_(SyncRecord.collection.in_(own_of), SyncRecord.owner_id == user_id))
+            # Records the user owns, and those taken away from them (served as deletions).
+            mine = or_(SyncRecord.owner_id == user_id, SyncRecord.previous_owner_id == user_id)
+            scope.append(and_(SyncRecord.collection.in_(own_of), mine))
         query = (
             tenant_select_columns(
                 SyncRecord,
@@ -264,6 +266,7 @@ class SyncRepository:
                 SyncRecord.position,
                 cast(SyncRecord.data, Text).label("data_json"),
                 SyncRecord.owner_id,
+                SyncRecord.previous_owner_id,
             )
             .where(
                 tuple_(SyncRecord.xid, SyncRecord.position) > tuple_(after.xid, after.position),

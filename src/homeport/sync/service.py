@@ -59,6 +59,7 @@ class _Working:
     created_at: datetime | None
     changed: bool = False
     content_hash: str | None = None
+    previous_owner_id: str | None = None
 
 
 @dataclass
@@ -198,7 +199,9 @@ class SyncService:
         loaded = await self.repository.load_records(tenant_id, keys)
         working: dict[tuple[str, str], _Working] = {}
         for key, row in loaded.items():
-            working[key] = _Working(_current(row), row.owner_id, row.created_at)
+            working[key] = _Working(
+                _current(row), row.owner_id, row.created_at, previous_owner_id=row.previous_owner_id
+            )
 
         results: list[dict[str, Any]] = []
         conflicts: list[dict[str, Any]] = []
@@ -405,13 +408,15 @@ class SyncService:
                     item.error = ("SYNC_001", f"data cannot be stored exactly: {exc}", ["data"])
                     return None
             version = (state.current.version if state.current else 0) + 1
+            owner = owner_after if state.current is None or not outcome.deleted else owner_now
             working.pop(key, None)  # the feed lists a batch's records in the order written
             working[key] = _Working(
                 Current(version, outcome.data, outcome.deleted, outcome.field_hlc, outcome.hlc),
-                owner_after if state.current is None or not outcome.deleted else owner_now,
+                owner,
                 state.created_at,
                 changed=True,
                 content_hash=digest,
+                previous_owner_id=_previous_owner(state, owner),
             )
         return outcome
 
@@ -432,6 +437,7 @@ class SyncService:
                     "collection": collection,
                     "record_id": record_id,
                     "owner_id": state.owner_id,
+                    "previous_owner_id": state.previous_owner_id,
                     "data": current.data,
                     "version": current.version,
                     "field_hlc": current.field_hlc,
@@ -507,10 +513,15 @@ class SyncService:
                 {} if deleted else dict.fromkeys(data or {}, stamp),
                 max(stamp, previous.hlc) if previous else stamp,
             ),
-            _resolved_owner(collection, current, data),
+            owner := _resolved_owner(collection, current, data),
             current.created_at if current is not None else None,
             changed=True,
             content_hash=None if deleted or data is None else content_hash(data),
+            previous_owner_id=(
+                current.owner_id
+                if current is not None and current.owner_id != owner
+                else (current.previous_owner_id if current is not None else None)
+            ),
         )
         await self._write(collection.tenant_id, {(collection.name, record_id): state}, now)
 
@@ -636,7 +647,10 @@ class SyncService:
         last = FeedPoint(rows[-1].xid, rows[-1].position) if rows else after
         body = (
             '{"changes":['
-            + ",".join(_change_json(row) for row in rows)
+            + ",".join(
+                _change_json(row, gone=row.collection in own_of and row.owner_id != user_id)
+                for row in rows
+            )
             + f'],"cursor":{json.dumps(self.cursor_for(tenant_id, last))},'
             + f'"has_more":{"true" if has_more else "false"}}}'
         )
@@ -664,6 +678,13 @@ def _side(current: Current | None) -> dict[str, Any]:
     if current is None:
         return {"version": None, "data": None, "deleted": True}
     return {"version": current.version, "data": current.data, "deleted": current.deleted}
+
+
+def _previous_owner(state: _Working, new_owner: str | None) -> str | None:
+    """Who owned the record before its latest change of owner (kept until the next one)."""
+    if state.current is not None and state.owner_id != new_owner:
+        return state.owner_id
+    return state.previous_owner_id
 
 
 def _resolved_owner(
@@ -713,9 +734,11 @@ def _result(
     }
 
 
-def _change_json(row: FeedRow) -> str:
+def _change_json(row: FeedRow, *, gone: bool = False) -> str:
+    """``gone``: the record left the caller's scope (it was handed to another owner), so the
+    caller's device must drop it: it is served as a deletion."""
     updated = row.updated_at.isoformat().replace("+00:00", "Z")
-    deleted = row.deleted or row.data_json is None
+    deleted = gone or row.deleted or row.data_json is None
     return (
         f'{{"collection":{json.dumps(row.collection)},"id":{json.dumps(row.record_id)},'
         f'"op":"{"delete" if deleted else "upsert"}","version":{row.version},'
