@@ -36,6 +36,7 @@ from homeport.kit.problems import install_problem_handlers
 from homeport.kit.ratelimit import RateLimiter, make_storage
 from homeport.kit.security import KeyRing, PasswordHashing, hash_token, load_or_create_secrets
 from homeport.ops.endpoints import router as ops_router
+from homeport.realtime import tasks as realtime_tasks
 from homeport.realtime.endpoints import router as realtime_router
 from homeport.realtime.hub import Hub
 from homeport.state import AppState
@@ -72,6 +73,7 @@ def build_registry(settings: Settings) -> JobRegistry:
     registry = JobRegistry()
     auth_tasks.register(registry, settings.session_cleanup_cron)
     sync_tasks.register(registry, settings)
+    realtime_tasks.register(registry, settings.sync_compaction_cron)
     return registry
 
 

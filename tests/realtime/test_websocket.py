@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import websockets
 
@@ -173,3 +175,50 @@ async def test_record_leaving_scope_arrives_as_a_delete(live: Live) -> None:
         arrived = (await receive(bob_ws, "server_push"))["payload"]["updates"]
         assert [(u["entity_id"], u["version"]) for u in arrived] == [("j1", 2)]
         assert arrived[0]["data"]["assignee"] == bob.user_id
+
+
+async def test_a_logged_out_session_loses_its_connection(live: Live) -> None:
+    device = await live.login(live.owner_email)
+    async with live.connect(device) as ws:
+        await send(ws, "heartbeat", {})
+        await receive(ws, "heartbeat_ack")
+        logout = await live.http.post(
+            "/api/v1/auth/logout", headers={"Authorization": f"Bearer {device.token}"}
+        )
+        assert logout.status_code == 204
+        await send(ws, "heartbeat", {})
+        await receive(ws, "heartbeat_ack")
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
+    assert closed.value.rcvd.reason.startswith("AUTH_001")
+
+
+async def test_the_sync_answer_comes_before_its_conflict(live: Live) -> None:
+    await live.collection("tasks", conflict_policy="manual")
+    device = await live.login(live.owner_email)
+    await live.push(device, [upsert("t1", "first")])
+    async with live.connect(device) as ws:
+        await send(ws, "sync", {"idempotency_key": "late", "changes": [upsert("t1", "blind")]})
+        kinds = []
+        while "conflict" not in kinds:
+            kinds.append(json.loads(await ws.recv())["type"])
+    assert kinds.index("sync_response") < kinds.index("conflict")
+
+
+async def test_every_connection_of_a_device_gets_its_inbox(live: Live) -> None:
+    device = await live.login(live.owner_email)
+    admin = await live.login(live.owner_email, "console")
+    async with live.connect(device) as first, live.connect(device) as second:
+        for ws in (first, second):
+            await send(ws, "heartbeat", {})
+            await receive(ws, "heartbeat_ack")
+        posted = await live.http.post(
+            f"/api/v1/devices/{device.device_id}/inbox",
+            json={"kind": "ping", "body": {}},
+            headers={"Authorization": f"Bearer {admin.token}"},
+        )
+        message_id = posted.json()["message_id"]
+        for ws in (first, second):
+            assert (await receive(ws, "inbox"))["payload"]["message_id"] == message_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections import deque
@@ -15,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from homeport.auth.dependencies import PrincipalDep
-from homeport.auth.principal import Permission, Principal
+from homeport.auth.principal import Permission, Principal, Role
 from homeport.auth.repository import AuthRepository
 from homeport.auth.service import AuthService
 from homeport.kit.broker import take_after_commit
@@ -159,7 +160,7 @@ class _Session:
         self.principal = connection.principal
         self.settings = state.settings
         self.recent: deque[float] = deque()
-        self.strikes = 0
+        self.strikes: deque[float] = deque()
 
     async def run(self) -> None:
         silence = self.settings.realtime_heartbeat_seconds * 3
@@ -189,9 +190,13 @@ class _Session:
                 receiving.cancel()
 
     def _strike(self, code: str, message: str) -> None:
-        self.strikes += 1
+        """Answer a bad or excess message; too many within a minute closes the connection."""
+        now = time.monotonic()
+        self.strikes.append(now)
+        while self.strikes and self.strikes[0] <= now - 60:
+            self.strikes.popleft()
         self.connection.send(protocol.error(code, message))
-        if self.strikes > MAX_STRIKES:
+        if len(self.strikes) > MAX_STRIKES:
             self.connection.close(protocol.CLOSE_ABUSE, "too many invalid or excess messages")
 
     def _rate_limited(self) -> bool:
@@ -241,14 +246,41 @@ class _Session:
         self.connection.send(
             protocol.envelope("heartbeat_ack", {"server_time": protocol.now_iso()})
         )
+        if not await self._session_alive():
+            return
         await self.hub.touch(self.connection)
         await self.hub.deliver_inbox(self.connection)  # redelivers unacknowledged messages
 
-    async def _transaction(self, work: Any) -> Any:
+    async def _session_alive(self) -> bool:
+        """The device session must still be valid (logout, revocation, a disabled account or a
+        removed member end the connection) and the member's current role applies."""
+        principal = self.principal
+        async with self.state.database.transaction() as session:
+            found = await AuthRepository(session).find_session_credentials(
+                principal.tenant_id, principal.session_id or ""
+            )
+        if (
+            found is None
+            or found.revoked_at is not None
+            or found.expires_at <= utcnow()
+            or found.user_disabled_at is not None
+        ):
+            self.connection.close(protocol.CLOSE_AUTH, "AUTH_001: the device session ended")
+            return False
+        role = Role(found.role)
+        if role != principal.role:
+            self.principal = self.connection.principal = dataclasses.replace(principal, role=role)
+        return True
+
+    async def _transaction(self, work: Any, reply: Any = None) -> Any:
+        """Run ``work`` in a transaction; after the commit, send ``reply(result)`` (if given)
+        and only then publish what the commit caused, so the device gets its answer first."""
         async with self.state.database.transaction() as session:
             result = await work(session)
             enqueued = session.info.pop(ENQUEUED_FLAG, False)
             messages = take_after_commit(session)
+        if reply is not None:
+            reply(result)
         await after_commit(self.state, enqueued, messages)
         return result
 
@@ -257,8 +289,10 @@ class _Session:
             service = SyncService(session, self.settings, self.state.secret_key)
             return await service.push(self.principal, payload)
 
-        answer = await self._transaction(work)
-        self.connection.send(protocol.envelope("sync_response", answer.body))
+        await self._transaction(
+            work,
+            lambda answer: self.connection.send(protocol.envelope("sync_response", answer.body)),
+        )
 
     async def subscribe(self, payload: Any) -> None:
         if not isinstance(payload, dict):

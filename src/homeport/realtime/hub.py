@@ -288,8 +288,7 @@ class Hub:
             for connection in targets:
                 connection.send(protocol.envelope(str(body.get("type")), body.get("payload")))
         elif kind == "inbox":
-            for connection in targets:
-                await self.deliver_inbox(connection)
+            await self.deliver_inbox(*targets)
 
     # Connections
 
@@ -324,24 +323,30 @@ class Hub:
         connection.collections = collections
         feed.join(connection)
 
-    async def deliver_inbox(self, connection: Connection, *, everything: bool = False) -> None:
-        """Send due inbox messages: all unacknowledged ones on connect (``everything``), else
-        new ones and those delivered a while ago without an acknowledgement."""
+    async def deliver_inbox(self, *connections: Connection, everything: bool = False) -> None:
+        """Send a device's due inbox messages to its connections (all of them get each one):
+        every unacknowledged message on connect (``everything``), else new ones and those
+        delivered a while ago without an acknowledgement."""
+        if not connections:
+            return
+        first = connections[0]
         now = utcnow()
         async with self.database.transaction() as session:
             repository = InboxRepository(session)
             due = await repository.due(
-                connection.principal.tenant_id,
-                connection.device_id,
+                first.principal.tenant_id,
+                first.device_id,
                 now,
                 redelivery_before=now if everything else now - REDELIVERY_AFTER,
             )
             await repository.mark_delivered(
-                connection.principal.tenant_id, [message.id for message in due], now
+                first.principal.tenant_id, [message.id for message in due], now
             )
             payloads = [inbox_payload(message) for message in due]
         for payload in payloads:
-            connection.send(protocol.envelope("inbox", payload))
+            message = protocol.envelope("inbox", payload)
+            for connection in connections:
+                connection.send(message)
 
     # Presence
 
