@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -138,3 +140,99 @@ async def live(live_server: LiveServer, live_settings: Settings) -> AsyncIterato
     tenant_id = await _seed(live_settings, email)
     async with httpx.AsyncClient(base_url=live_server.base_url, timeout=30) as http:
         yield Live(live_server, live_settings, http, tenant_id, email)
+
+
+# Helpers for the fan-out, limits and multi-instance tests (built on the fixtures above).
+
+
+async def seed_tenant(settings: Settings, slug: str, email: str) -> str:
+    """A tenant with its owner (password ``PASSWORD``), made straight in the database."""
+    database = Database(settings.resolved_database_url)
+    try:
+        async with database.transaction() as session:
+            tenant, _ = await TenantService(
+                session, PasswordHashing(1, 1024, 1)
+            ).create_tenant_with_owner(slug, slug.title(), email, PASSWORD, platform_admin=False)
+            return tenant.id
+    finally:
+        await database.dispose()
+
+
+@contextlib.asynccontextmanager
+async def running_live(
+    settings: Settings, tenant_id: str | None = None, owner_email: str = "owner@acme.example.com"
+) -> AsyncIterator[Live]:
+    """A live server on ``settings``; seeds the acme tenant unless ``tenant_id`` is given."""
+    with LiveServer(settings) as server:
+        if tenant_id is None:
+            tenant_id = await _seed(settings, owner_email)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            yield Live(server, settings, http, tenant_id, owner_email)
+
+
+def upsert(record_id: str, title: str, collection: str = "tasks", **extra: Any) -> dict[str, Any]:
+    return {
+        "collection": collection,
+        "id": record_id,
+        "op": "upsert",
+        "data": {"title": title},
+        **extra,
+    }
+
+
+async def collect(
+    ws: ClientConnection, count: int, timeout: float = 5.0
+) -> tuple[list[dict[str, Any]], str | None]:
+    """``server_push`` updates until ``count`` arrived (fails on timeout); the last cursor."""
+    updates: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while len(updates) < count:
+        message = await receive(ws, "server_push", timeout)
+        updates.extend(message["payload"]["updates"])
+        cursor = message["payload"]["cursor"]
+    return updates, cursor
+
+
+async def quiet(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
+    """Every message received within ``seconds`` (used to prove nothing else arrives)."""
+    got: list[dict[str, Any]] = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        try:
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), left)))
+        except TimeoutError:
+            break
+    return got
+
+
+async def close_of(ws: ClientConnection, timeout: float = 5.0) -> tuple[int, str]:
+    """Read (and drop) messages until the server closes; its close code and reason."""
+
+    async def wait() -> tuple[int, str]:
+        try:
+            while True:
+                await ws.recv()
+        except websockets.ConnectionClosed as closed:
+            frame = closed.rcvd
+        if frame is None:
+            raise AssertionError("closed without a close frame from the server")
+        return frame.code, frame.reason
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def pull_all(live: Live, device: Device, **query: str) -> list[dict[str, Any]]:
+    """Every change the device may see, by REST pull from the start, in feed order."""
+    changes: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params = {**query, **({"cursor": cursor} if cursor else {})}
+        answer = await live.http.get(
+            "/api/v1/sync/pull", params=params, headers={"Authorization": f"Bearer {device.token}"}
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        changes.extend(body["changes"])
+        cursor = body["cursor"]
+        if not body["has_more"]:
+            return changes

@@ -133,7 +133,12 @@ async def mobile_sync(websocket: WebSocket) -> None:
         await websocket.close(protocol.CLOSE_FORBIDDEN, "device_id is not the token's device")
         return
     hub: Hub = state.hub
-    connection = Connection(websocket, principal, state.settings.realtime_send_queue)
+    connection = Connection(
+        websocket,
+        principal,
+        state.settings.realtime_send_queue,
+        patience=state.settings.realtime_heartbeat_seconds * 3,
+    )
     await hub.register(connection)
     writer = asyncio.create_task(connection.writer(), name=f"ws-writer:{principal.device_id}")
     session = _Session(state, hub, connection)
@@ -324,7 +329,7 @@ class _Session:
                 raise ProblemError(ErrorCode.NOT_FOUND, f"Unknown collection: {', '.join(unknown)}")
 
         await self._transaction(check)
-        self.hub.subscribe(self.connection, after, frozenset(names) if names else None)
+        await self.hub.subscribe(self.connection, after, frozenset(names) if names else None)
 
     async def resolve_conflict(self, payload: Any) -> None:
         if not isinstance(payload, dict) or not isinstance(payload.get("conflict_id"), str):

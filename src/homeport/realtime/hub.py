@@ -71,6 +71,7 @@ class Connection:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int = 1000
     close_reason: str = ""
+    patience: float = 90.0  # seconds a history page may wait for room in the queue
     queue: asyncio.Queue[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,18 @@ class Connection:
         except asyncio.QueueFull:
             log.info("realtime_slow_consumer", device=self.device_id)
             self.close(protocol.CLOSE_TOO_SLOW, "too slow: reconnect and resume from your cursor")
+
+    async def send_waiting(self, message: str) -> bool:
+        """Queue a message, waiting for room (history, sent at the device's pace); a device
+        that reads nothing for the silence period is closed. False once closed."""
+        if self.closed.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self.queue.put(message), timeout=self.patience)
+        except TimeoutError:
+            self.close(protocol.CLOSE_TOO_SLOW, "too slow: reconnect and resume from your cursor")
+            return False
+        return True
 
     def close(self, code: int, reason: str) -> None:
         if not self.closed.is_set():
@@ -115,6 +128,22 @@ class Connection:
             if row.previous_owner_id == self.principal.user_id:
                 return Visibility.GONE
         return Visibility.HIDDEN
+
+
+class ReachByRole:
+    """How far each role reads each collection, worked out when a role first shows up (roles
+    can join or change while a step awaits the database)."""
+
+    def __init__(self, rules: dict[str, str]) -> None:
+        self.rules = rules
+        self._by_role: dict[Role | None, dict[str, Reach]] = {}
+
+    def of(self, role: Role | None) -> dict[str, Reach]:
+        found = self._by_role.get(role)
+        if found is None:
+            found = {name: read_reach(rule, role) for name, rule in self.rules.items()}
+            self._by_role[role] = found
+        return found
 
 
 class TenantFeed:
@@ -157,17 +186,21 @@ class TenantFeed:
             repository = SyncRepository(session)
             rules = await repository.read_rules(self.tenant_id)
             self.names = list(rules)
-            roles = {c.principal.role for c in (*self.live, *self.joining)}
-            reach = {
-                role: {name: read_reach(rule, role) for name, rule in rules.items()}
-                for role in roles
-            }
+            reach = ReachByRole(rules)
             if self.point is not None and self.live:
                 await self._read_live(repository, reach)
             while self.joining:
                 connection = self.joining.pop(0)
-                if not connection.closed.is_set():
+                if connection.closed.is_set():
+                    continue
+                try:
                     await self._catch_up(repository, connection, reach)
+                except BaseException:
+                    self.joining.insert(0, connection)  # an error only delays it
+                    raise
+
+    def _row_cursor(self, row: FeedRow) -> str:
+        return self.hub.cursor(self.tenant_id, FeedPoint(row.xid, row.position))
 
     async def _read(self, repository: SyncRepository, after: FeedPoint) -> Sequence[FeedRow]:
         """Every change of the tenant after ``after`` (scopes are applied per connection)."""
@@ -177,18 +210,20 @@ class TenantFeed:
         self,
         repository: SyncRepository,
         connection: Connection,
-        reach: dict[Role | None, dict[str, Reach]],
+        reach: ReachByRole,
     ) -> None:
         assert connection.cursor is not None
-        scope = reach[connection.principal.role]
         while True:
             rows = await self._read(repository, connection.cursor)
             if not rows:
                 break
             end = FeedPoint(rows[-1].xid, rows[-1].position)
-            mine = _visible(connection, rows, scope)
+            mine = _visible(connection, rows, reach.of(connection.principal.role))
             if mine:
-                connection.send(protocol.server_push(mine, self.hub.cursor(self.tenant_id, end)))
+                for message in protocol.server_pushes(
+                    mine, self.hub.cursor(self.tenant_id, end), self._row_cursor
+                ):
+                    connection.send(message)
             connection.cursor = end
             if len(rows) < PAGE:
                 break
@@ -199,9 +234,7 @@ class TenantFeed:
         connection.cursor = max(connection.cursor, self.point)
         self.live.add(connection)
 
-    async def _read_live(
-        self, repository: SyncRepository, reach: dict[Role | None, dict[str, Reach]]
-    ) -> None:
+    async def _read_live(self, repository: SyncRepository, reach: ReachByRole) -> None:
         assert self.point is not None
         while True:
             rows = await self._read(repository, self.point)
@@ -209,7 +242,7 @@ class TenantFeed:
                 return
             end = FeedPoint(rows[-1].xid, rows[-1].position)
             cursor = self.hub.cursor(self.tenant_id, end)
-            encoded: dict[tuple[Any, ...], str | None] = {}
+            encoded: dict[tuple[Any, ...], list[str]] = {}
             for connection in list(self.live):
                 if connection.closed.is_set():
                     self.live.discard(connection)
@@ -222,14 +255,14 @@ class TenantFeed:
                     connection.cursor,
                 )
                 if key not in encoded:
-                    scope = reach[connection.principal.role]
                     newer = [
                         row for row in rows if FeedPoint(row.xid, row.position) > connection.cursor
                     ]
-                    mine = _visible(connection, newer, scope)
-                    encoded[key] = protocol.server_push(mine, cursor) if mine else None
-                message = encoded[key]
-                if message is not None:
+                    mine = _visible(connection, newer, reach.of(connection.principal.role))
+                    encoded[key] = (
+                        protocol.server_pushes(mine, cursor, self._row_cursor) if mine else []
+                    )
+                for message in encoded[key]:
                     connection.send(message)
                 connection.cursor = max(connection.cursor, end)
             self.point = end
@@ -311,16 +344,44 @@ class Hub:
             self.connections.pop(tenant_id, None)
         await self._presence_clear(connection)
 
-    def subscribe(
+    async def subscribe(
         self, connection: Connection, after: FeedPoint, collections: frozenset[str] | None
     ) -> None:
+        """Catch the connection up, then make it live.
+
+        The bulk of the history is sent here, in the connection's own task and at the pace the
+        device reads it (a device far behind never stalls the tenant's live feed). The rest,
+        written meanwhile, is sent by the feed reader right before the connection joins the
+        live set, so nothing falls between the two.
+        """
         tenant_id = connection.principal.tenant_id
+        feed = self.feeds.get(tenant_id)
+        if feed is not None:
+            feed.leave(connection)
+        connection.cursor = after
+        connection.collections = collections
+        while True:
+            async with self.database.transaction() as session:
+                repository = SyncRepository(session)
+                rules = await repository.read_rules(tenant_id)
+                rows = await repository.read_feed(tenant_id, after, PAGE, list(rules), [], None)
+            if not rows:
+                break
+            end = FeedPoint(rows[-1].xid, rows[-1].position)
+            mine = _visible(connection, rows, ReachByRole(rules).of(connection.principal.role))
+            for message in protocol.server_pushes(
+                mine,
+                self.cursor(tenant_id, end),
+                lambda row: self.cursor(tenant_id, FeedPoint(row.xid, row.position)),
+            ):
+                if not await connection.send_waiting(message):
+                    return
+            after = connection.cursor = end
+            if len(rows) < PAGE:
+                break
         feed = self.feeds.get(tenant_id)
         if feed is None:
             feed = self.feeds[tenant_id] = TenantFeed(self, tenant_id)
-        feed.leave(connection)
-        connection.cursor = after
-        connection.collections = collections
         feed.join(connection)
 
     async def deliver_inbox(self, *connections: Connection, everything: bool = False) -> None:

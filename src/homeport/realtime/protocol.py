@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +46,32 @@ def server_push(rows: list[tuple[FeedRow, bool]], cursor: str) -> str:
     """``rows``: (row, as a deletion) pairs."""
     updates = ",".join(update_json(row, gone) for row, gone in rows)
     return raw_envelope("server_push", f'{{"updates":[{updates}],"cursor":{json.dumps(cursor)}}}')
+
+
+# A catch-up page or a burst of changes is split into messages of about this size, so clients
+# with the usual 1 MiB frame limit can read them.
+MAX_PUSH_BYTES = 256 * 1024
+
+
+def server_pushes(
+    rows: list[tuple[FeedRow, bool]], end_cursor: str, cursor_of: Callable[[FeedRow], str]
+) -> list[str]:
+    """``server_push`` messages for ``rows``; each carries the cursor of its last row, the last
+    one ``end_cursor`` (which may be further on: rows outside the scope were skipped)."""
+    if not rows:
+        return []
+    chunks: list[list[tuple[FeedRow, bool]]] = [[]]
+    size = 0
+    for row, gone in rows:
+        if size >= MAX_PUSH_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append((row, gone))
+        size += len(row.data_json or "") + 120
+    return [
+        server_push(chunk, end_cursor if number == len(chunks) - 1 else cursor_of(chunk[-1][0]))
+        for number, chunk in enumerate(chunks)
+    ]
 
 
 def error(code: str, message: str) -> str:
