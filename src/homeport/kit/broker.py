@@ -55,21 +55,27 @@ class RedisBroker:
         self._handler: Handler | None = None
 
     async def start(self, handler: Handler) -> None:
+        """Listens in a background task; an unreachable Redis does not stop the server (the
+        task keeps trying, and readiness reports Redis as failed meanwhile)."""
         self._handler = handler
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self.channel)
-        self._task = asyncio.create_task(self._listen(pubsub), name="broker:redis")
+        self._task = asyncio.create_task(self._listen(), name="broker:redis")
 
-    async def _listen(self, pubsub: Any) -> None:
+    async def _listen(self) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        subscribed = False
         try:
             while True:
                 try:
-                    message = await pubsub.get_message(timeout=1.0)
-                except Exception:  # Redis went away: wait and resubscribe
-                    log.warning("broker_redis_unavailable")
-                    await asyncio.sleep(1.0)
-                    with contextlib.suppress(Exception):
+                    if not subscribed:
                         await pubsub.subscribe(self.channel)
+                        subscribed = True
+                    message = await pubsub.get_message(timeout=1.0)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # Redis went away: wait and subscribe again
+                    log.warning("broker_redis_unavailable")
+                    subscribed = False
+                    await asyncio.sleep(1.0)
                     continue
                 if message is None or self._handler is None:
                     continue
