@@ -254,7 +254,11 @@ class _Session:
         if not await self._session_alive():
             return
         await self.hub.touch(self.connection)
-        await self.hub.deliver_inbox(self.connection)  # redelivers unacknowledged messages
+        # Redelivers unacknowledged messages, to every connection of the device at once (a
+        # message marked delivered must have reached all of them).
+        await self.hub.deliver_inbox(
+            *self.hub.device_connections(self.principal.tenant_id, self.principal.device_id)
+        )
 
     async def _session_alive(self) -> bool:
         """The device session must still be valid (logout, revocation, a disabled account or a

@@ -314,8 +314,7 @@ class Hub:
             if feed is not None:
                 feed.wake.set()
             return
-        device_id = message.get("device_id")
-        targets = [c for c in self.connections.get(tenant_id, ()) if c.device_id == device_id]
+        targets = self.device_connections(tenant_id, message.get("device_id"))
         if kind == "device" and isinstance(message.get("message"), dict):
             body = message["message"]
             for connection in targets:
@@ -324,6 +323,9 @@ class Hub:
             await self.deliver_inbox(*targets)
 
     # Connections
+
+    def device_connections(self, tenant_id: str, device_id: object) -> list[Connection]:
+        return [c for c in self.connections.get(tenant_id, ()) if c.device_id == device_id]
 
     async def register(self, connection: Connection) -> None:
         tenant_id = connection.principal.tenant_id
