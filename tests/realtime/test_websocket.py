@@ -222,3 +222,33 @@ async def test_every_connection_of_a_device_gets_its_inbox(live: Live) -> None:
         message_id = posted.json()["message_id"]
         for ws in (first, second):
             assert (await receive(ws, "inbox"))["payload"]["message_id"] == message_id
+
+
+async def test_a_narrower_read_rule_takes_records_off_live_devices(live: Live) -> None:
+    await live.collection("notes")
+    await live.member("alice@acme.example.com")
+    await live.member("bob@acme.example.com")
+    alice = await live.login("alice@acme.example.com")
+    bob = await live.login("bob@acme.example.com")
+    owner = await live.login(live.owner_email, "console")
+    await live.push(alice, [{"collection": "notes", "id": "a1", "op": "upsert", "data": {}}])
+    await live.push(bob, [{"collection": "notes", "id": "b1", "op": "upsert", "data": {}}])
+
+    async def set_read(rule: str) -> None:
+        answer = await live.http.put(
+            "/api/v1/collections/notes",
+            json={"schema": {"type": "object"}, "read": rule, "write": "tenant"},
+            headers={"Authorization": f"Bearer {owner.token}"},
+        )
+        assert answer.status_code == 200, answer.text
+
+    async with live.connect(bob) as ws:
+        await send(ws, "subscribe", {"cursor": None})
+        history = (await receive(ws, "server_push"))["payload"]["updates"]
+        assert sorted(u["entity_id"] for u in history) == ["a1", "b1"]
+        await set_read("owner")
+        narrowed = (await receive(ws, "server_push"))["payload"]["updates"]
+        assert [(u["entity_id"], u["operation"]) for u in narrowed] == [("a1", "delete")]
+        await set_read("tenant")
+        widened = (await receive(ws, "server_push"))["payload"]["updates"]
+        assert [(u["entity_id"], u["operation"]) for u in widened] == [("a1", "create")]

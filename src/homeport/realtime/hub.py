@@ -72,6 +72,7 @@ class Connection:
     close_code: int = 1000
     close_reason: str = ""
     patience: float = 90.0  # seconds a history page may wait for room in the queue
+    reach: dict[str, Reach] | None = None  # what the device could read at the last step
     queue: asyncio.Queue[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +129,14 @@ class Connection:
             if row.previous_owner_id == self.principal.user_id:
                 return Visibility.GONE
         return Visibility.HIDDEN
+
+
+def _sees(reach: Reach, row: FeedRow, connection: Connection) -> bool:
+    if connection.collections is not None and row.collection not in connection.collections:
+        return False
+    return reach is Reach.ALL or (
+        reach is Reach.OWN and row.owner_id == connection.principal.user_id
+    )
 
 
 class ReachByRole:
@@ -188,6 +197,7 @@ class TenantFeed:
             self.names = list(rules)
             reach = ReachByRole(rules)
             if self.point is not None and self.live:
+                await self._rescope(repository, reach)
                 await self._read_live(repository, reach)
             while self.joining:
                 connection = self.joining.pop(0)
@@ -198,6 +208,29 @@ class TenantFeed:
                 except BaseException:
                     self.joining.insert(0, connection)  # an error only delays it
                     raise
+
+    async def _rescope(self, repository: SyncRepository, reach: ReachByRole) -> None:
+        """A changed read rule or role: records that left a device's scope are sent as
+        deletions, records that entered it as they are (up to its cursor; later ones come
+        with the feed)."""
+        for connection in list(self.live):
+            now = reach.of(connection.principal.role)
+            before, connection.reach = connection.reach, now
+            if before is None or before == now or connection.cursor is None:
+                continue
+            changed = [name for name in now if before.get(name, Reach.NONE) != now[name]]
+            for name in changed:
+                rows = await repository.live_records_until(self.tenant_id, name, connection.cursor)
+                moves = []
+                for row in rows:
+                    had = _sees(before.get(name, Reach.NONE), row, connection)
+                    has = _sees(now[name], row, connection)
+                    if had != has:
+                        moves.append((row, not has))
+                if moves:
+                    cursor = self.hub.cursor(self.tenant_id, connection.cursor)
+                    for message in protocol.server_pushes(moves, cursor, self._row_cursor):
+                        connection.send(message)
 
     def _row_cursor(self, row: FeedRow) -> str:
         return self.hub.cursor(self.tenant_id, FeedPoint(row.xid, row.position))
@@ -232,6 +265,7 @@ class TenantFeed:
         # The catch-up read everything visible, so it is at or past the reader; rows the reader
         # reads again are filtered by the connection's cursor (no duplicate).
         connection.cursor = max(connection.cursor, self.point)
+        connection.reach = reach.of(connection.principal.role)
         self.live.add(connection)
 
     async def _read_live(self, repository: SyncRepository, reach: ReachByRole) -> None:

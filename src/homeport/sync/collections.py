@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from homeport.kit.broker import publish_after_commit
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.ids import new_id
@@ -205,6 +206,8 @@ class CollectionService:
             existing.schema_version += 1
         existing.updated_at = now
         await self.repository.flush()
+        # Live connections re-check their scopes against the new rules.
+        publish_after_commit(self.repository.session, {"kind": "feed", "tenant_id": tenant_id})
         return change
 
     async def delete(self, tenant_id: str, name: str, *, force: bool = False) -> None:

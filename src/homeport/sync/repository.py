@@ -56,6 +56,20 @@ from homeport.sync.cursor import START, FeedPoint
 FeedRow = Row[Any]
 
 
+_FEED_COLUMNS = (
+    SyncRecord.collection,
+    SyncRecord.record_id,
+    SyncRecord.version,
+    SyncRecord.deleted,
+    SyncRecord.updated_at,
+    SyncRecord.xid,
+    SyncRecord.position,
+    cast(SyncRecord.data, Text).label("data_json"),
+    SyncRecord.owner_id,
+    SyncRecord.previous_owner_id,
+)
+
+
 class SyncRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -254,20 +268,7 @@ class SyncRepository:
             mine = or_(SyncRecord.owner_id == user_id, SyncRecord.previous_owner_id == user_id)
             scope.append(and_(SyncRecord.collection.in_(own_of), mine))
         query = (
-            tenant_select_columns(
-                SyncRecord,
-                tenant_id,
-                SyncRecord.collection,
-                SyncRecord.record_id,
-                SyncRecord.version,
-                SyncRecord.deleted,
-                SyncRecord.updated_at,
-                SyncRecord.xid,
-                SyncRecord.position,
-                cast(SyncRecord.data, Text).label("data_json"),
-                SyncRecord.owner_id,
-                SyncRecord.previous_owner_id,
-            )
+            tenant_select_columns(SyncRecord, tenant_id, *_FEED_COLUMNS)
             .where(
                 tuple_(SyncRecord.xid, SyncRecord.position) > tuple_(after.xid, after.position),
                 or_(*scope) if scope else false(),
@@ -283,6 +284,20 @@ class SyncRepository:
             query = query.where(SyncRecord.xid < horizon)
         # Core execution: column rows, none of the ORM's per-row work (a page is thousands).
         connection = await self.session.connection()
+        rows: Sequence[FeedRow] = (await connection.execute(query)).all()
+        return rows
+
+    async def live_records_until(
+        self, tenant_id: str, collection: str, until: FeedPoint
+    ) -> Sequence[FeedRow]:
+        """The collection's live records at or before ``until`` (what a device holding that
+        cursor may have), as feed rows."""
+        connection = await self.session.connection()
+        query = tenant_select_columns(SyncRecord, tenant_id, *_FEED_COLUMNS).where(
+            SyncRecord.collection == collection,
+            SyncRecord.deleted.is_(False),
+            tuple_(SyncRecord.xid, SyncRecord.position) <= tuple_(until.xid, until.position),
+        )
         rows: Sequence[FeedRow] = (await connection.execute(query)).all()
         return rows
 
