@@ -141,7 +141,7 @@ async def test_a_change_and_an_inbox_message_cross_processes(
             assert pushed.status_code == 200, pushed.text
             message = await receive(ws, "server_push", timeout=5)
             assert [u["entity_id"] for u in message["payload"]["updates"]] == ["t1"]
-            assert time.monotonic() - started < 1.5  # through Redis, not the safety poll
+            assert time.monotonic() - started < 1.9  # through Redis, not the 2 s safety poll
             posted = await http.post(
                 f"{url_a}/api/v1/devices/reader-on-b/inbox",
                 json={"kind": "ping", "body": {}},
