@@ -29,8 +29,7 @@ from homeport.realtime.hub import Connection, Hub
 from homeport.realtime.inbox import InboxRepository, enqueue_inbox
 from homeport.state import AppState, SessionDep, StateDep, after_commit
 from homeport.sync.conflicts import ConflictService
-from homeport.sync.cursor import START, CursorError, decode_cursor
-from homeport.sync.repository import SyncRepository
+from homeport.sync.cursor import FeedPoint
 from homeport.sync.service import SyncService
 
 router = APIRouter(tags=["realtime"])
@@ -307,32 +306,19 @@ class _Session:
         if not isinstance(payload, dict):
             raise ProblemError(ErrorCode.SYNC_001, "subscribe takes {cursor, collections?}")
         cursor, names = payload.get("cursor"), payload.get("collections")
-        tenant_id = self.principal.tenant_id
-        try:
-            after = (
-                decode_cursor(self.state.secret_key, tenant_id, cursor)
-                if isinstance(cursor, str) and cursor
-                else START
-            )
-        except CursorError as exc:
-            raise ProblemError(ErrorCode.SYNC_001, f"Invalid cursor: {exc}") from exc
+        if cursor is not None and not isinstance(cursor, str):
+            raise ProblemError(ErrorCode.SYNC_001, "cursor must be a string")
         if names is not None and (
             not isinstance(names, list) or not all(isinstance(n, str) for n in names)
         ):
             raise ProblemError(ErrorCode.SYNC_001, "collections must be a list of names")
 
-        async def check(session: Any) -> None:
-            repository = SyncRepository(session)
-            if after != START and after < await repository.compacted_point(tenant_id):
-                raise ProblemError(
-                    ErrorCode.SYNC_006, "Cursor older than the tombstone horizon; force-sync"
-                )
-            known = {c.name for c in await repository.list_collections(tenant_id)}
-            unknown = sorted(set(names or []) - known)
-            if unknown:
-                raise ProblemError(ErrorCode.NOT_FOUND, f"Unknown collection: {', '.join(unknown)}")
+        async def check(session: Any) -> FeedPoint:
+            service = SyncService(session, self.settings, self.state.secret_key)
+            after, _rules = await service.feed_start(self.principal.tenant_id, cursor, names)
+            return after
 
-        await self._transaction(check)
+        after = await self._transaction(check)
         await self.hub.subscribe(self.connection, after, frozenset(names) if names else None)
 
     async def resolve_conflict(self, payload: Any) -> None:

@@ -254,17 +254,11 @@ async def push(
     request: Request,
     principal: PrincipalDep,
     service: SyncDep,
-    state: StateDep,
     _protocol: ProtocolDep,
 ) -> Response:
+    # Bodies over HOMEPORT_SYNC_MAX_BATCH_BYTES never get here: the body-limit middleware
+    # answers them (413, SYNC_001).
     raw = await request.body()
-    limit = state.settings.sync_max_batch_bytes
-    if len(raw) > limit:
-        raise ProblemError(
-            ErrorCode.SYNC_001,
-            f"A push body holds at most {limit} bytes; this one has {len(raw)}. Split it.",
-            status=413,
-        )
     try:
         body: Any = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

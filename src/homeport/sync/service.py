@@ -38,7 +38,6 @@ MAX_DEPTH = 64
 
 @dataclass
 class _Item:
-    index: int
     change: PushChange | None
     collection: Collection | None = None
     record_id: str | None = None
@@ -93,13 +92,29 @@ class SyncService:
     def cursor_for(self, tenant_id: str, point: FeedPoint) -> str:
         return encode_cursor(self.secret_key, tenant_id, point)
 
-    def _read_cursor(self, tenant_id: str, cursor: str | None) -> FeedPoint:
-        if not cursor:
-            return START
-        try:
-            return decode_cursor(self.secret_key, tenant_id, cursor)
-        except CursorError as exc:
-            raise ProblemError(ErrorCode.SYNC_001, f"Invalid cursor: {exc}") from exc
+    async def feed_start(
+        self, tenant_id: str, cursor: str | None, collection_names: list[str] | None
+    ) -> tuple[FeedPoint, dict[str, str]]:
+        """Where a reader of the feed (a pull, a WebSocket subscription) starts, and the
+        tenant's read rules: the cursor must be genuine (SYNC_001) and not older than the
+        tombstone horizon (SYNC_006), the named collections must exist (NOT_FOUND)."""
+        after = START
+        if cursor:
+            try:
+                after = decode_cursor(self.secret_key, tenant_id, cursor)
+            except CursorError as exc:
+                raise ProblemError(ErrorCode.SYNC_001, f"Invalid cursor: {exc}") from exc
+        if after != START and after < await self.repository.compacted_point(tenant_id):
+            raise ProblemError(
+                ErrorCode.SYNC_006,
+                "This cursor is older than the tombstone horizon; call force-sync and "
+                "download again",
+            )
+        rules = await self.repository.read_rules(tenant_id)
+        unknown = [name for name in collection_names or () if name not in rules]
+        if unknown:
+            raise ProblemError(ErrorCode.NOT_FOUND, f"Unknown collection: {', '.join(unknown)}")
+        return after, rules
 
     # Push
 
@@ -141,15 +156,15 @@ class SyncService:
                 f"this one has {len(raw_items)}. Split it into several pushes.",
             )
         batch = _Batch(idempotency_key=key, mode=mode)
-        for index, raw in enumerate(raw_items):
+        for raw in raw_items:
             try:
                 if not isinstance(raw, dict):
                     raise ValueError("an item must be a JSON object")
                 if "data" in raw and not isinstance(raw["data"], dict | None):
                     raise ValueError("data must be a JSON object")
-                batch.items.append(_Item(index, PushChange.model_validate(raw)))
+                batch.items.append(_Item(PushChange.model_validate(raw)))
             except (ValidationError, ValueError) as exc:
-                item = _Item(index, None)
+                item = _Item(None)
                 if isinstance(raw, dict):
                     collection, record_id = raw.get("collection"), raw.get("id")
                     item.raw_collection = collection if isinstance(collection, str) else None
@@ -615,28 +630,16 @@ class SyncService:
         started = time.perf_counter()
         user_id, _device = _device_user(principal)
         tenant_id = principal.tenant_id
-        after = self._read_cursor(tenant_id, cursor)
-        if after != START and after < await self.repository.compacted_point(tenant_id):
-            raise ProblemError(
-                ErrorCode.SYNC_006,
-                "This cursor is older than the tombstone horizon; call force-sync and "
-                "download again",
-            )
         page = limit or self.settings.sync_pull_default_limit
         if not 1 <= page <= self.settings.sync_pull_max_limit:
             raise ProblemError(
                 ErrorCode.SYNC_001,
                 f"limit must be between 1 and {self.settings.sync_pull_max_limit}",
             )
-        collections = await self.repository.list_collections(tenant_id)
-        known = {c.name: c for c in collections}
-        wanted = collection_names or list(known)
-        unknown = [name for name in wanted if name not in known]
-        if unknown:
-            raise ProblemError(ErrorCode.NOT_FOUND, f"Unknown collection: {', '.join(unknown)}")
+        after, rules = await self.feed_start(tenant_id, cursor, collection_names)
         all_of, own_of = [], []
-        for name in wanted:
-            reach = read_reach(known[name].read_rule, principal.role)
+        for name in collection_names or list(rules):
+            reach = read_reach(rules[name], principal.role)
             if reach is Reach.ALL:
                 all_of.append(name)
             elif reach is Reach.OWN:
