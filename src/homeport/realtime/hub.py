@@ -115,28 +115,23 @@ class Connection:
             message = await self.queue.get()
             await self.websocket.send_text(message)
 
+    def sees(self, scope: Reach, row: FeedRow, owner: str | None = None) -> bool:
+        """Whether the row is in this device's scope, given its reach in the row's collection
+        (``owner``: judge as if the record belonged to them; default its owner)."""
+        if self.collections is not None and row.collection not in self.collections:
+            return False
+        owner = row.owner_id if owner is None else owner
+        return scope is Reach.ALL or (scope is Reach.OWN and owner == self.principal.user_id)
+
     def visibility(self, row: FeedRow, reach: dict[str, Reach]) -> Visibility:
         """Whether this device gets the row, and whether as a deletion (the record was handed
         to another owner and left this device's scope)."""
-        if self.collections is not None and row.collection not in self.collections:
-            return Visibility.HIDDEN
         scope = reach.get(row.collection, Reach.NONE)
-        if scope is Reach.ALL:
+        if self.sees(scope, row):
             return Visibility.SHOWN
-        if scope is Reach.OWN:
-            if row.owner_id == self.principal.user_id:
-                return Visibility.SHOWN
-            if row.previous_owner_id == self.principal.user_id:
-                return Visibility.GONE
+        if row.previous_owner_id is not None and self.sees(scope, row, row.previous_owner_id):
+            return Visibility.GONE
         return Visibility.HIDDEN
-
-
-def _sees(reach: Reach, row: FeedRow, connection: Connection) -> bool:
-    if connection.collections is not None and row.collection not in connection.collections:
-        return False
-    return reach is Reach.ALL or (
-        reach is Reach.OWN and row.owner_id == connection.principal.user_id
-    )
 
 
 class ReachByRole:
@@ -155,6 +150,24 @@ class ReachByRole:
         return found
 
 
+async def _history_page(
+    hub: Hub, repository: SyncRepository, connection: Connection, rules: dict[str, str]
+) -> tuple[list[str], FeedPoint, bool] | None:
+    """The next page of the tenant's feed after the connection's cursor, as the messages for
+    this device; with the page's end and whether more may follow. None: nothing more."""
+    assert connection.cursor is not None
+    tenant_id = connection.principal.tenant_id
+    rows = await repository.read_feed(tenant_id, connection.cursor, PAGE, list(rules), [], None)
+    if not rows:
+        return None
+    end = FeedPoint(rows[-1].xid, rows[-1].position)
+    mine = _visible(connection, rows, ReachByRole(rules).of(connection.principal.role))
+    messages = protocol.server_pushes(
+        mine, hub.cursor(tenant_id, end), lambda row: hub.row_cursor(tenant_id, row)
+    )
+    return messages, end, len(rows) == PAGE
+
+
 class TenantFeed:
     """Reads one tenant's feed for this instance and fans rows out to its connections."""
 
@@ -162,7 +175,7 @@ class TenantFeed:
         self.hub = hub
         self.tenant_id = tenant_id
         self.point: FeedPoint | None = None
-        self.names: list[str] = []
+        self.rules: dict[str, str] = {}
         self.live: set[Connection] = set()
         self.joining: list[Connection] = []
         self.wake = asyncio.Event()
@@ -193,9 +206,8 @@ class TenantFeed:
             return
         async with self.hub.database.transaction() as session:
             repository = SyncRepository(session)
-            rules = await repository.read_rules(self.tenant_id)
-            self.names = list(rules)
-            reach = ReachByRole(rules)
+            self.rules = await repository.read_rules(self.tenant_id)
+            reach = ReachByRole(self.rules)
             if self.point is not None and self.live:
                 await self._rescope(repository, reach)
                 await self._read_live(repository, reach)
@@ -223,8 +235,8 @@ class TenantFeed:
                 rows = await repository.live_records_until(self.tenant_id, name, connection.cursor)
                 moves = []
                 for row in rows:
-                    had = _sees(before.get(name, Reach.NONE), row, connection)
-                    has = _sees(now[name], row, connection)
+                    had = connection.sees(before.get(name, Reach.NONE), row)
+                    has = connection.sees(now[name], row)
                     if had != has:
                         moves.append((row, not has))
                 if moves:
@@ -233,11 +245,7 @@ class TenantFeed:
                         connection.send(message)
 
     def _row_cursor(self, row: FeedRow) -> str:
-        return self.hub.cursor(self.tenant_id, FeedPoint(row.xid, row.position))
-
-    async def _read(self, repository: SyncRepository, after: FeedPoint) -> Sequence[FeedRow]:
-        """Every change of the tenant after ``after`` (scopes are applied per connection)."""
-        return await repository.read_feed(self.tenant_id, after, PAGE, self.names, [], None)
+        return self.hub.row_cursor(self.tenant_id, row)
 
     async def _catch_up(
         self,
@@ -246,19 +254,11 @@ class TenantFeed:
         reach: ReachByRole,
     ) -> None:
         assert connection.cursor is not None
-        while True:
-            rows = await self._read(repository, connection.cursor)
-            if not rows:
-                break
-            end = FeedPoint(rows[-1].xid, rows[-1].position)
-            mine = _visible(connection, rows, reach.of(connection.principal.role))
-            if mine:
-                for message in protocol.server_pushes(
-                    mine, self.hub.cursor(self.tenant_id, end), self._row_cursor
-                ):
-                    connection.send(message)
-            connection.cursor = end
-            if len(rows) < PAGE:
+        while page := await _history_page(self.hub, repository, connection, self.rules):
+            messages, connection.cursor, more = page
+            for message in messages:
+                connection.send(message)
+            if not more:
                 break
         if self.point is None:  # the first connection: the reader starts where it got to
             self.point = connection.cursor
@@ -271,7 +271,10 @@ class TenantFeed:
     async def _read_live(self, repository: SyncRepository, reach: ReachByRole) -> None:
         assert self.point is not None
         while True:
-            rows = await self._read(repository, self.point)
+            # Every change of the tenant (scopes are applied per connection).
+            rows = await repository.read_feed(
+                self.tenant_id, self.point, PAGE, list(self.rules), [], None
+            )
             if not rows:
                 return
             end = FeedPoint(rows[-1].xid, rows[-1].position)
@@ -323,6 +326,9 @@ class Hub:
 
     def cursor(self, tenant_id: str, point: FeedPoint) -> str:
         return encode_cursor(self.secret_key, tenant_id, point)
+
+    def row_cursor(self, tenant_id: str, row: FeedRow) -> str:
+        return self.cursor(tenant_id, FeedPoint(row.xid, row.position))
 
     async def start(self) -> None:
         await self.broker.start(self.on_message)
@@ -400,20 +406,15 @@ class Hub:
             async with self.database.transaction() as session:
                 repository = SyncRepository(session)
                 rules = await repository.read_rules(tenant_id)
-                rows = await repository.read_feed(tenant_id, after, PAGE, list(rules), [], None)
-            if not rows:
+                page = await _history_page(self, repository, connection, rules)
+            if page is None:
                 break
-            end = FeedPoint(rows[-1].xid, rows[-1].position)
-            mine = _visible(connection, rows, ReachByRole(rules).of(connection.principal.role))
-            for message in protocol.server_pushes(
-                mine,
-                self.cursor(tenant_id, end),
-                lambda row: self.cursor(tenant_id, FeedPoint(row.xid, row.position)),
-            ):
+            messages, end, more = page
+            for message in messages:
                 if not await connection.send_waiting(message):
                     return
-            after = connection.cursor = end
-            if len(rows) < PAGE:
+            connection.cursor = end
+            if not more:
                 break
         feed = self.feeds.get(tenant_id)
         if feed is None:
