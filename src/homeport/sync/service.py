@@ -214,9 +214,7 @@ class SyncService:
         loaded = await self.repository.load_records(tenant_id, keys)
         working: dict[tuple[str, str], _Working] = {}
         for key, row in loaded.items():
-            working[key] = _Working(
-                _current(row), row.owner_id, row.created_at, previous_owner_id=row.previous_owner_id
-            )
+            working[key] = _loaded(row)
 
         results: list[dict[str, Any]] = []
         conflicts: list[dict[str, Any]] = []
@@ -385,12 +383,7 @@ class SyncService:
         state = working.get(key) or _Working(None, None, None)
         data = item.change.data
         owner_now = state.owner_id if state.current is not None else None
-        owner_after = owner_now
-        if data is not None and collection.owner_field and collection.owner_field in data:
-            named = data[collection.owner_field]
-            owner_after = named if isinstance(named, str) else None
-        elif state.current is None:
-            owner_after = writer.user_id
+        owner_after = _owner_after(collection, data, owner_now if state.current else writer.user_id)
         if not may_write(collection.write_rule, writer, owner_now) or not may_write(
             collection.write_rule, writer, owner_after
         ):
@@ -519,7 +512,9 @@ class SyncService:
         """Store a resolved conflict's outcome as a new version (stamped with server time)."""
         now = utcnow()
         stamp = str(server_hlc(int(now.timestamp() * 1000)))
-        previous = _current(current) if current is not None else None
+        loaded = _loaded(current) if current is not None else _Working(None, None, None)
+        previous = loaded.current
+        owner = _owner_after(collection, data, loaded.owner_id)
         state = _Working(
             Current(
                 (previous.version if previous else 0) + 1,
@@ -528,15 +523,11 @@ class SyncService:
                 {} if deleted else dict.fromkeys(data or {}, stamp),
                 max(stamp, previous.hlc) if previous else stamp,
             ),
-            owner := _resolved_owner(collection, current, data),
-            current.created_at if current is not None else None,
+            owner,
+            loaded.created_at,
             changed=True,
             content_hash=None if deleted or data is None else content_hash(data),
-            previous_owner_id=(
-                current.owner_id
-                if current is not None and current.owner_id != owner
-                else (current.previous_owner_id if current is not None else None)
-            ),
+            previous_owner_id=_previous_owner(loaded, owner),
         )
         await self._write(collection.tenant_id, {(collection.name, record_id): state}, now)
 
@@ -690,14 +681,21 @@ def _previous_owner(state: _Working, new_owner: str | None) -> str | None:
     return state.previous_owner_id
 
 
-def _resolved_owner(
-    collection: Collection, current: SyncRecord | None, data: dict[str, Any] | None
+def _owner_after(
+    collection: Collection, data: dict[str, Any] | None, otherwise: str | None
 ) -> str | None:
-    """The owner after a resolution: named by the owner field, like on push."""
+    """The record's owner after a write of ``data``: the user named in the collection's owner
+    field when the data has it, else ``otherwise`` (the current owner, or the creator)."""
     if data is not None and collection.owner_field and collection.owner_field in data:
         named = data[collection.owner_field]
         return named if isinstance(named, str) else None
-    return current.owner_id if current is not None else None
+    return otherwise
+
+
+def _loaded(row: SyncRecord) -> _Working:
+    return _Working(
+        _current(row), row.owner_id, row.created_at, previous_owner_id=row.previous_owner_id
+    )
 
 
 def _too_deep(document: Any) -> bool:
