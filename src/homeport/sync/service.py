@@ -26,7 +26,7 @@ from homeport.sync.policies import Current, Mutation, Op, Outcome, Result, decid
 from homeport.sync.repository import FeedRow, SyncRepository
 from homeport.sync.rules import Reach, Writer, may_write, read_reach
 from homeport.sync.schemas import PushChange
-from homeport.sync.validation import RecordValidator, validator_for
+from homeport.sync.validation import validator_for
 
 PUSH_KEYS = {"idempotency_key", "device_id", "mode", "changes"}
 MODES = ("atomic", "best_effort")
@@ -85,7 +85,6 @@ class SyncService:
         self.repository = SyncRepository(session)
         self.settings = settings
         self.secret_key = secret_key
-        self._validators: dict[str, RecordValidator] = {}
 
     # Cursors
 
@@ -394,10 +393,7 @@ class SyncService:
             state.current, mutation, collection.conflict_policy, collection.auto_resolve
         )
         if outcome.write and not outcome.deleted:
-            validator = self._validators.get(collection.name)
-            if validator is None:
-                validator = self._validators[collection.name] = validator_for(collection)
-            failing = validator.errors(outcome.data or {})
+            failing = validator_for(collection).errors(outcome.data or {})
             if failing:
                 item.error = (
                     "VALIDATION_001",

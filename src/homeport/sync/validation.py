@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import fastjsonschema
@@ -63,21 +62,20 @@ class RecordValidator:
         return sorted(found)
 
 
-def _freeze(schema: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(schema, sort_keys=True)
-
-
-@lru_cache(maxsize=512)
-def _compiled(frozen: str) -> RecordValidator:
-    import json
-
-    schema = json.loads(frozen)
-    return RecordValidator(
-        fast=fastjsonschema.compile(schema), full=jsonschema_validator_for(schema)(schema)
-    )
+# Compiled validators by (collection id, schema version): a schema change bumps the version,
+# so an entry never goes stale, and looking one up costs no hashing of the schema.
+_COMPILED: dict[tuple[str, int], RecordValidator] = {}
+_MAX_COMPILED = 512
 
 
 def validator_for(collection: Collection) -> RecordValidator:
-    return _compiled(_freeze(collection.json_schema))
+    key = (collection.id, collection.schema_version)
+    found = _COMPILED.get(key)
+    if found is None:
+        if len(_COMPILED) >= _MAX_COMPILED:
+            _COMPILED.clear()
+        schema = collection.json_schema
+        found = _COMPILED[key] = RecordValidator(
+            fast=fastjsonschema.compile(schema), full=jsonschema_validator_for(schema)(schema)
+        )
+    return found
