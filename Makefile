@@ -13,8 +13,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml clients/python/pyproject.toml
+$(BIN)/.installed-dev: $(BIN)/.installed pyproject.toml clients/python/pyproject.toml tests/uploads/js/package-lock.json
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -e clients/python
+	@# tus-js-client for the tus interop tests (skipped locally without npm, required under CI).
+	if command -v npm >/dev/null 2>&1; then cd tests/uploads/js && npm ci --no-audit --no-fund --silent; fi
 	touch $@
 
 run: $(BIN)/.installed

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from homeport.kit.db import create_engine
 from homeport.models import metadata
+from homeport.models.search import include_in_comparison, include_name_in_comparison
 
 config = context.config
 
@@ -19,6 +20,9 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # Autogenerate leaves the full-text engines' own tables and columns alone.
+        include_object=include_in_comparison,
+        include_name=include_name_in_comparison,
     )
     with context.begin_transaction():
         context.run_migrations()

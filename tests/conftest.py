@@ -138,6 +138,20 @@ def redis_url() -> str:
     return REDIS_URL
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Endpoint URL of a real S3-compatible server (moto) for the whole run; each test uses its
+    own bucket. Under ``CI`` a server that cannot start fails the run."""
+    from tests.s3_server import S3ServerUnavailable, running_s3_server
+
+    with contextlib.ExitStack() as stack:
+        try:
+            endpoint = stack.enter_context(running_s3_server(tmp_path_factory.mktemp("s3")))
+        except (S3ServerUnavailable, OSError) as exc:
+            unavailable("S3 server (moto)", f"{type(exc).__name__}: {exc}")
+        yield endpoint
+
+
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
     """Fast password hashing and no background jobs unless a test asks for them."""
     values: dict[str, Any] = {
@@ -150,6 +164,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "rate_limit_login": "1000/minute",
         "rate_limit_default": "10000/minute",
         "rate_limit_health": "1000/minute",
+        "rate_limit_upload_init": "10000/minute",
+        "rate_limit_upload_chunk": "100000/minute",
         "log_json": True,
         "redis_key_prefix": f"homeport-test-{uuid.uuid4().hex[:8]}",
     }

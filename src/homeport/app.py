@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as redis_asyncio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.middleware.gzip import GZipMiddleware
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
@@ -20,12 +19,17 @@ from homeport.auth.dependencies import remember_verified_access
 from homeport.auth.endpoints import router as auth_router
 from homeport.auth.tokens import API_KEY_MARK, read_access_token
 from homeport.config import Settings
+from homeport.files import tasks as files_tasks
+from homeport.files.endpoints import IMAGES_PATH
+from homeport.files.endpoints import router as files_router
 from homeport.kit.broker import Broker, MemoryBroker, RedisBroker
+from homeport.kit.compression import CompressionMiddleware
 from homeport.kit.clock import utcnow
 from homeport.kit.db import Database
 from homeport.kit.errors import ErrorCode
 from homeport.kit.http import (
     BodyLimitMiddleware,
+    PrefixHeadersMiddleware,
     RateLimitMiddleware,
     TraceMiddleware,
     client_ip,
@@ -35,15 +39,25 @@ from homeport.kit.logging import configure_logging, get_logger
 from homeport.kit.problems import install_problem_handlers
 from homeport.kit.ratelimit import RateLimiter, make_storage
 from homeport.kit.security import KeyRing, PasswordHashing, hash_token, load_or_create_secrets
+from homeport.kit.storage import Storage, open_storage
 from homeport.ops.endpoints import router as ops_router
 from homeport.realtime import tasks as realtime_tasks
 from homeport.realtime.endpoints import router as realtime_router
 from homeport.realtime.hub import Hub
+from homeport.records.endpoints import router as records_router
+from homeport.search.endpoints import router as search_router
 from homeport.state import AppState
 from homeport.sync import tasks as sync_tasks
 from homeport.sync.endpoints import PUSH_PATH
 from homeport.sync.endpoints import router as sync_router
 from homeport.tenants.endpoints import router as tenants_router
+from homeport.uploads import tasks as uploads_tasks
+from homeport.uploads.digests import RunningDigests
+from homeport.uploads.endpoints import INIT_PATH
+from homeport.uploads.endpoints import router as uploads_router
+from homeport.uploads.tus import TUS_VERSION
+from homeport.uploads.tus_endpoints import TUS_PREFIX
+from homeport.uploads.tus_endpoints import router as tus_router
 
 log = get_logger("homeport.app")
 
@@ -69,11 +83,38 @@ def resolve_secrets(settings: Settings) -> tuple[str, KeyRing]:
     return secret_key, keyring
 
 
-def build_registry(settings: Settings) -> JobRegistry:
+def open_configured_storage(settings: Settings) -> Storage:
+    return open_storage(
+        settings.storage_backend,
+        root=settings.resolved_storage_dir,
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key_id=settings.s3_access_key_id,
+        secret_access_key=settings.s3_secret_access_key,
+        prefix=settings.s3_prefix,
+    )
+
+
+def build_registry(
+    settings: Settings, storage_of: Callable[[], Storage] | None = None
+) -> JobRegistry:
+    """``storage_of`` hands the running app's storage to file jobs (opened on first use when
+    none is given, e.g. by a CLI or a test that runs jobs on their own)."""
+    if storage_of is None:
+        opened: list[Storage] = []
+
+        def storage_of() -> Storage:
+            if not opened:
+                opened.append(open_configured_storage(settings))
+            return opened[0]
+
     registry = JobRegistry()
     auth_tasks.register(registry, settings.session_cleanup_cron)
     sync_tasks.register(registry, settings)
     realtime_tasks.register(registry, settings.sync_compaction_cron)
+    files_tasks.register(registry, storage_of, settings.images_max_pixels)
+    uploads_tasks.register(registry, storage_of, settings.uploads_cleanup_cron)
     return registry
 
 
@@ -103,13 +144,17 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
                 "default": settings.rate_limit_default,
                 "login": settings.rate_limit_login,
                 "health": settings.rate_limit_health,
+                "upload_init": settings.rate_limit_upload_init,
+                "upload_chunk": settings.rate_limit_upload_chunk,
             },
         )
+        storage = open_configured_storage(settings)
+        await storage.start()
         runner = None
         if settings.jobs_enabled:
             runner = JobRunner(
                 database,
-                registry or build_registry(settings),
+                registry or build_registry(settings, lambda: storage),
                 worker_id=f"{os.uname().nodename}-{os.getpid()}-{id(app):x}",
                 poll_interval=settings.jobs_poll_interval_seconds,
                 lease_seconds=settings.jobs_lease_seconds,
@@ -136,6 +181,8 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
             job_runner=runner,
             broker=broker,
             hub=hub,
+            storage=storage,
+            upload_digests=RunningDigests(),
         )
         await hub.start()
         if runner is not None:
@@ -147,6 +194,7 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
             await hub.stop()
             if runner is not None:
                 await runner.stop()
+            await storage.close()
             if redis_client is not None:
                 await redis_client.aclose()
             await database.dispose()
@@ -167,7 +215,12 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
     app.include_router(auth_router)
     app.include_router(tenants_router)
     app.include_router(sync_router)
+    app.include_router(records_router)
     app.include_router(realtime_router)
+    app.include_router(search_router)
+    app.include_router(uploads_router)
+    app.include_router(tus_router)
+    app.include_router(files_router)
 
     async def identify(scope: Scope) -> tuple[str, str]:
         path: str = scope["path"]
@@ -176,6 +229,13 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
             return "login", f"ip:{ip}"
         if path.startswith("/health/"):
             return "health", f"ip:{ip}"
+        method = scope.get("method", "")
+        if (path == INIT_PATH or path.rstrip("/") == TUS_PREFIX) and method == "POST":
+            return "upload_init", _caller_identity(scope, app, ip)
+        if ("/chunk/" in path and path.startswith("/api/v1/uploads/")) or (
+            path.startswith(TUS_PREFIX + "/") and method == "PATCH"
+        ):
+            return "upload_chunk", _caller_identity(scope, app, ip)
         return "default", _caller_identity(scope, app, ip)
 
     def limiter() -> RateLimiter | None:
@@ -185,8 +245,9 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
         return state.rate_limiter
 
     # Added innermost first: the trace id is set before anything else runs.
-    # Level 5: most of the size gain of 9 at a fraction of its CPU (pull pages are large).
-    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
+    # gzip level 5 / brotli quality 4: most of the size gain of the top levels at a fraction
+    # of their CPU (pull pages are large).
+    app.add_middleware(CompressionMiddleware, minimum_size=1024, gzip_level=5, brotli_quality=4)
     app.add_middleware(RateLimitMiddleware, limiter=limiter, identify=identify)
     if settings.cors_origins:
         app.add_middleware(
@@ -194,13 +255,48 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Trace-Id", "RateLimit", "RateLimit-Policy", "Retry-After"],
+            expose_headers=[
+                "X-Trace-Id",
+                "RateLimit",
+                "RateLimit-Policy",
+                "Retry-After",
+                "ETag",
+                "Content-Range",
+                "Location",
+                "Tus-Resumable",
+                "Tus-Version",
+                "Tus-Extension",
+                "Tus-Max-Size",
+                "Tus-Checksum-Algorithm",
+                "Upload-Offset",
+                "Upload-Length",
+                "Upload-Metadata",
+                "Upload-Expires",
+                "Homeport-File-Id",
+                "Homeport-File-Url",
+            ],
         )
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_body_bytes,
-        path_limits={PUSH_PATH: (settings.sync_max_batch_bytes, ErrorCode.SYNC_001)},
+        path_limits={
+            PUSH_PATH: (settings.sync_max_batch_bytes, ErrorCode.SYNC_001),
+            # base64 is 4/3 of the bytes, plus the JSON around it
+            IMAGES_PATH: (
+                settings.images_max_inline_bytes * 4 // 3 + 64 * 1024,
+                ErrorCode.UPLOAD_007,
+            ),
+        },
+        prefix_limits={
+            "/api/v1/uploads/": (settings.uploads_max_chunk_bytes, ErrorCode.UPLOAD_007),
+            TUS_PREFIX + "/": (settings.uploads_max_file_bytes, ErrorCode.UPLOAD_007),
+        },
     )
+    app.add_middleware(
+        PrefixHeadersMiddleware, prefix=TUS_PREFIX, headers={"Tus-Resumable": TUS_VERSION}
+    )
+    # Every /api answer names the API version, errors from the middlewares included.
+    app.add_middleware(PrefixHeadersMiddleware, prefix="/api/", headers={"API-Version": "1"})
     app.add_middleware(TraceMiddleware)
     app.add_api_route("/api/v1", _api_root, methods=["GET"], include_in_schema=False)
     return app

@@ -83,12 +83,37 @@ class Settings(BaseSettings):
     sync_idempotency_ttl_seconds: int = 7 * 24 * 3600
     sync_compaction_cron: str = "41 3 * * *"
 
+    # Records REST API
+    records_default_limit: int = 50
+    records_max_limit: int = 1000
+    records_max_batch_operations: int = 1000
+
     # Realtime (WebSocket)
     realtime_heartbeat_seconds: int = 30
     realtime_max_frame_bytes: int = 1024 * 1024
     realtime_messages_per_minute: int = 100
     realtime_send_queue: int = 256
     realtime_compression: bool = False
+
+    # Files: storage, resumable uploads (REST chunks and tus), downloads, images
+    storage_backend: str = "fs"
+    storage_dir: Path | None = None
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_prefix: str = ""
+    uploads_chunk_size_bytes: int = 1024 * 1024
+    uploads_max_chunk_bytes: int = 64 * 1024 * 1024
+    uploads_max_file_bytes: int = 2 * 1024 * 1024 * 1024
+    uploads_ttl_seconds: int = 24 * 3600
+    uploads_cleanup_cron: str = "23 * * * *"
+    files_url_ttl_seconds: int = 3600
+    images_max_pixels: int = 50_000_000
+    images_max_inline_bytes: int = 10 * 1024 * 1024
+    rate_limit_upload_init: str = "10/minute"
+    rate_limit_upload_chunk: str = "1000/minute"
 
     # First start
     bootstrap_tenant: str = "default"
@@ -108,6 +133,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'homeport.db').as_posix()}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return self.storage_dir if self.storage_dir is not None else self.data_dir / "files"
 
     @property
     def is_sqlite(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -31,6 +32,8 @@ class AppState:
     verified_api_keys: RecentlyVerified = field(default_factory=RecentlyVerified)
     broker: Broker | None = None
     hub: Any = None  # homeport.realtime.hub.Hub (typed loosely: state imports no domain)
+    storage: Any = None  # homeport.kit.storage.Storage
+    upload_digests: Any = None  # homeport.uploads.digests.RunningDigests
 
 
 async def get_state(request: Request) -> AppState:
@@ -41,13 +44,22 @@ async def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """The request owns the transaction: commit when the endpoint returns, else roll back."""
+@asynccontextmanager
+async def unit_of_work(state: AppState) -> AsyncIterator[AsyncSession]:
+    """One transaction of a request or job; after it commits, jobs are woken and realtime
+    messages published. Endpoints that stream large bodies (uploads) open short ones of these
+    instead of holding one for the whole request (SQLite has a single writer)."""
     async with state.database.transaction() as session:
         yield session
         enqueued = session.info.pop(ENQUEUED_FLAG, False)
         messages = take_after_commit(session)
     await after_commit(state, enqueued, messages)
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """The request owns the transaction: commit when the endpoint returns, else roll back."""
+    async with unit_of_work(state) as session:
+        yield session
 
 
 async def after_commit(state: AppState, enqueued: bool, messages: list[dict[str, Any]]) -> None:

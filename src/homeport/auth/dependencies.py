@@ -13,7 +13,7 @@ from homeport.auth.service import AuthService
 from homeport.auth.tokens import API_KEY_MARK, AccessClaims
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.security import hash_token
-from homeport.state import SessionDep, StateDep
+from homeport.state import AppState, SessionDep, StateDep, unit_of_work
 
 _bearer = HTTPBearer(auto_error=False, description="Access token (JWT) or API key")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
@@ -52,6 +52,16 @@ async def get_principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
+    return await _authenticate(request, state, service, bearer, api_key)
+
+
+async def _authenticate(
+    request: Request,
+    state: AppState,
+    service: AuthService,
+    bearer: HTTPAuthorizationCredentials | None,
+    api_key: str | None,
+) -> Principal:
     client_ip = request.client.host if request.client else None
     if not api_key and bearer is not None and bearer.credentials.startswith(API_KEY_MARK):
         api_key = bearer.credentials
@@ -71,6 +81,22 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+async def get_principal_briefly(
+    request: Request,
+    state: StateDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """Like :func:`get_principal` in a transaction of its own that ends at once, for
+    endpoints that must not hold one while a large body streams in (uploads)."""
+    async with unit_of_work(state) as session:
+        service = AuthService(session, state.settings, state.keyring, state.passwords)
+        return await _authenticate(request, state, service, bearer, api_key)
+
+
+BriefPrincipalDep = Annotated[Principal, Depends(get_principal_briefly)]
 
 
 async def require_platform_admin(principal: PrincipalDep) -> Principal:

@@ -33,6 +33,8 @@ class Permission(enum.StrEnum):
     COLLECTIONS_WRITE = "collections:write"
     CONFLICTS_READ = "conflicts:read"
     CONFLICTS_WRITE = "conflicts:write"
+    FILES_READ = "files:read"
+    FILES_WRITE = "files:write"
 
 
 # The lowest role that holds each permission.
@@ -45,6 +47,8 @@ _MINIMUM_ROLE = {
     Permission.COLLECTIONS_WRITE: Role.ADMIN,
     Permission.CONFLICTS_READ: Role.MANAGER,
     Permission.CONFLICTS_WRITE: Role.MANAGER,
+    Permission.FILES_READ: Role.MEMBER,
+    Permission.FILES_WRITE: Role.MEMBER,
 }
 
 # Scopes an API key may carry. Managing API keys stays with people.
@@ -57,6 +61,8 @@ API_KEY_SCOPES = frozenset(
         Permission.COLLECTIONS_WRITE,
         Permission.CONFLICTS_READ,
         Permission.CONFLICTS_WRITE,
+        Permission.FILES_READ,
+        Permission.FILES_WRITE,
     }
 )
 

@@ -92,19 +92,28 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         max_bytes: int,
         path_limits: dict[str, tuple[int, ErrorCode]] | None = None,
+        prefix_limits: dict[str, tuple[int, ErrorCode]] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.path_limits = path_limits or {}
+        # Whole subtrees (upload chunks, tus PATCH bodies) with limits of their own.
+        self.prefix_limits = sorted((prefix_limits or {}).items(), key=lambda item: -len(item[0]))
+
+    def _limit(self, path: str) -> tuple[int, ErrorCode]:
+        if path in self.path_limits:
+            return self.path_limits[path]
+        for prefix, limit in self.prefix_limits:
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes, ErrorCode.PAYLOAD_TOO_LARGE
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         trace_id = scope.get("state", {}).get("trace_id", "")
-        max_bytes, code = self.path_limits.get(
-            scope["path"], (self.max_bytes, ErrorCode.PAYLOAD_TOO_LARGE)
-        )
+        max_bytes, code = self._limit(scope["path"])
         detail = f"Request body is larger than {max_bytes} bytes"
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
@@ -179,6 +188,54 @@ class RateLimitMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+class PrefixHeadersMiddleware:
+    """Adds fixed headers to every answer under a path prefix, errors included (tus wants
+    ``Tus-Resumable`` on all of its answers)."""
+
+    def __init__(self, app: ASGIApp, prefix: str, headers: dict[str, str]) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response_headers = MutableHeaders(scope=message)
+                for name, value in self.headers.items():
+                    response_headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def client_ip(scope: Scope) -> str:
     client: Any = scope.get("client")
     return str(client[0]) if client else "unknown"
+
+
+def public_base_url(scope: Scope, public_url: str | None, behind_proxy: bool) -> str:
+    """The address clients reach this server at, for links in answers (tus ``Location``,
+    signed download URLs): ``public_url`` when configured; else, behind a trusted proxy, the
+    ``X-Forwarded-Proto/Host/Prefix`` it sets; else the request's own scheme and host."""
+    if public_url:
+        return public_url.rstrip("/")
+    headers = Headers(scope=scope)
+    scheme = str(scope.get("scheme", "http"))
+    host = headers.get("host") or "{}:{}".format(*scope.get("server", ("localhost", 80)))
+    prefix = str(scope.get("root_path", ""))
+    if behind_proxy:
+        scheme = _first(headers.get("x-forwarded-proto")) or scheme
+        host = _first(headers.get("x-forwarded-host")) or host
+        prefix = (_first(headers.get("x-forwarded-prefix")) or prefix).rstrip("/")
+    return f"{scheme}://{host}{prefix}"
+
+
+def _first(value: str | None) -> str | None:
+    if not value:
+        return None
+    first = value.split(",")[0].strip()
+    return first or None

@@ -2,8 +2,10 @@
 
 from homeport.kit.db import Base
 from homeport.models.auth import ApiKey, DeviceSession, RefreshToken
+from homeport.models.files import FileBlob, FileVariant, StoredFile, UploadPart, UploadSession
 from homeport.models.jobs import Job, JobSchedule
 from homeport.models.realtime import InboxMessage
+from homeport.models.search import SearchDocument
 from homeport.models.sync import (
     Collection,
     IdempotentPush,
@@ -22,6 +24,8 @@ __all__ = [
     "Base",
     "Collection",
     "DeviceSession",
+    "FileBlob",
+    "FileVariant",
     "IdempotentPush",
     "InboxMessage",
     "Invitation",
@@ -31,11 +35,15 @@ __all__ = [
     "Membership",
     "RefreshToken",
     "SchemaChange",
+    "SearchDocument",
+    "StoredFile",
     "SyncConflict",
     "SyncEvent",
     "SyncRecord",
     "SyncState",
     "Tenant",
+    "UploadPart",
+    "UploadSession",
     "User",
     "metadata",
 ]

@@ -49,6 +49,11 @@ class Collection(Base):
     auto_resolve: Mapped[bool] = mapped_column(Boolean, default=True)
     notify_on_conflict: Mapped[bool] = mapped_column(Boolean, default=False)
     schema_version: Mapped[int] = mapped_column(Integer, default=1)
+    # Records REST API options: lists of top-level field names of the schema.
+    sortable: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    indexes: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    searchable: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    facets: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

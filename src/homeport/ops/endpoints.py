@@ -36,11 +36,13 @@ async def _check(name: str, probe: Any) -> tuple[str, str]:
 
 @router.get(
     "/health/ready",
-    summary="Ready to serve: database (and Redis, when configured) answer",
+    summary="Ready to serve: database, file storage (and Redis, when configured) answer",
     responses=responses(ErrorCode.UNAVAILABLE),
 )
 async def ready(request: Request, state: StateDep) -> Any:
     probes: list[tuple[str, Any]] = [("database", state.database.ping)]
+    if state.storage is not None:
+        probes.append(("storage", state.storage.ping))
     if state.redis is not None:
         probes.append(("redis", state.redis.ping))
     results = dict(await asyncio.gather(*(_check(name, probe) for name, probe in probes)))

@@ -14,6 +14,7 @@ from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.ids import new_id
 from homeport.models.sync import Collection, SchemaChange
+from homeport.records.indexes import FieldIndexRepository
 from homeport.sync.repository import SyncRepository
 from homeport.sync.schemas import CollectionSpec
 from homeport.sync.validation import OWNER_FIELD_KEYWORD, SchemaError, check_schema
@@ -85,6 +86,10 @@ def _describe(old: Collection, spec: CollectionSpec) -> list[str]:
         ("read", old.read_rule, spec.read),
         ("write", old.write_rule, spec.write),
         ("conflict_policy", old.conflict_policy, spec.conflict_policy),
+        ("sortable", old.sortable, spec.sortable),
+        ("indexes", old.indexes, spec.indexes),
+        ("searchable", old.searchable, spec.searchable),
+        ("facets", old.facets, spec.facets),
     ]
     changes.extend(
         f"{name}: {before} -> {after}" for name, before, after in pairs if before != after
@@ -105,6 +110,7 @@ def _describe(old: Collection, spec: CollectionSpec) -> list[str]:
 class CollectionService:
     def __init__(self, session: AsyncSession) -> None:
         self.repository = SyncRepository(session)
+        self.field_indexes = FieldIndexRepository(session)
 
     async def list(self, tenant_id: str) -> list[Collection]:
         return list(await self.repository.list_collections(tenant_id))
@@ -159,6 +165,10 @@ class CollectionService:
                 auto_resolve=True,
                 notify_on_conflict=False,
                 schema_version=1,
+                sortable=list(spec.sortable),
+                indexes=list(spec.indexes),
+                searchable=list(spec.searchable),
+                facets=list(spec.facets),
                 created_at=now,
                 updated_at=now,
             )
@@ -170,6 +180,7 @@ class CollectionService:
                     ErrorCode.VALIDATION_002, f"Collection {spec.name!r} exists"
                 ) from exc
             change.collection = collection
+            await self.field_indexes.ensure(spec.indexes)
             return change
         if change.action == "unchanged":
             return change
@@ -202,10 +213,15 @@ class CollectionService:
         existing.read_rule = spec.read
         existing.write_rule = spec.write
         existing.conflict_policy = spec.conflict_policy
+        existing.sortable = list(spec.sortable)
+        existing.indexes = list(spec.indexes)
+        existing.searchable = list(spec.searchable)
+        existing.facets = list(spec.facets)
         if schema_changed:
             existing.schema_version += 1
         existing.updated_at = now
         await self.repository.flush()
+        await self.field_indexes.ensure(spec.indexes)
         # Live connections re-check their scopes against the new rules.
         publish_after_commit(self.repository.session, {"kind": "feed", "tenant_id": tenant_id})
         return change

@@ -101,6 +101,10 @@ def _collection_out(collection: Collection) -> CollectionOut:
         conflict_policy=collection.conflict_policy,
         owner_field=collection.owner_field,
         schema_version=collection.schema_version,
+        sortable=list(collection.sortable or []),
+        indexes=list(collection.indexes or []),
+        searchable=list(collection.searchable or []),
+        facets=list(collection.facets or []),
         created_at=collection.created_at,
         updated_at=collection.updated_at,
     )

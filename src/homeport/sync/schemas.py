@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from homeport.auth.schemas import StrictModel
 from homeport.sync.policies import normalise_policy
@@ -20,9 +27,49 @@ FieldName = Annotated[
 Rule = Annotated[str, StringConstraints(max_length=40), AfterValidator(parse_rule)]
 Policy = Annotated[str, StringConstraints(max_length=20), AfterValidator(normalise_policy)]
 RecordId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# The records REST API options: each names a top-level property of the collection's schema.
+RECORD_OPTIONS = ("sortable", "indexes", "searchable", "facets")
+FieldList = Annotated[list[FieldName], Field(max_length=64)]
 
 
-class CollectionSpec(StrictModel):
+def _check_options(options: dict[str, list[str]], schema: dict[str, Any]) -> None:
+    """Each option lists distinct properties the schema declares (ValueError otherwise)."""
+    properties = schema.get("properties")
+    declared = set(properties) if isinstance(properties, dict) else set()
+    for option, names in options.items():
+        if len(set(names)) != len(names):
+            raise ValueError(f"{option} names a field twice")
+        unknown = [name for name in names if name not in declared]
+        if unknown:
+            raise ValueError(
+                f"{option}: {', '.join(unknown)} is not a property of the schema "
+                "(declare it under schema.properties)"
+            )
+
+
+class _RecordOptions(StrictModel):
+    sortable: FieldList = Field(
+        default_factory=list, description="Fields the records API may sort on (`sort=`)."
+    )
+    indexes: FieldList = Field(
+        default_factory=list,
+        description="Fields to index for `filter[...]` (expression indexes on the JSON data).",
+    )
+    searchable: FieldList = Field(
+        default_factory=list, description="Fields of the full-text index (`q=`)."
+    )
+    facets: FieldList = Field(
+        default_factory=list, description="Fields whose values the search counts (facets)."
+    )
+
+    @model_validator(mode="after")
+    def _options_name_properties(self) -> _RecordOptions:
+        schema: dict[str, Any] = getattr(self, "schema_", {})
+        _check_options({name: getattr(self, name) for name in RECORD_OPTIONS}, schema)
+        return self
+
+
+class CollectionSpec(_RecordOptions):
     """A collection as declared (admin API body and one entry of a manifest)."""
 
     name: CollectionName
@@ -40,7 +87,7 @@ class CollectionSpec(StrictModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class CollectionUpdate(StrictModel):
+class CollectionUpdate(_RecordOptions):
     id_field: FieldName = "id"
     schema_: dict[str, Any] = Field(default_factory=lambda: {"type": "object"}, alias="schema")
     read: Rule = "owner"
@@ -59,6 +106,10 @@ class CollectionOut(BaseModel):
     conflict_policy: str
     owner_field: str | None
     schema_version: int
+    sortable: list[str]
+    indexes: list[str]
+    searchable: list[str]
+    facets: list[str]
     created_at: datetime
     updated_at: datetime
 

@@ -20,6 +20,7 @@ from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.hlc import HLCError, clamp_hlc, parse_hlc, server_hlc
 from homeport.kit.ids import new_id
+from homeport.kit.mergepatch import merge_patch
 from homeport.models.sync import Collection, SyncEvent, SyncRecord
 from homeport.sync.cursor import START, CursorError, FeedPoint, decode_cursor, encode_cursor
 from homeport.sync.policies import Current, Mutation, Op, Outcome, Result, decide
@@ -36,6 +37,36 @@ ATOMIC_ABORTED = "ATOMIC_ABORTED"
 MAX_DEPTH = 64
 
 
+@dataclass(frozen=True)
+class WriteCondition:
+    """What a records API write expects of the record, checked once the record is locked.
+
+    With a condition the write does not take part in conflict resolution: it is based on the
+    locked current version (``if_match`` makes a moved version an error instead)."""
+
+    create_only: bool = False  # VALIDATION_002 when the id exists (tombstones included)
+    must_exist: bool = False  # NOT_FOUND when missing or deleted
+    if_match: int | None = None  # SYNC_004 when the current version is another
+    merge_patch: bool = False  # data is an RFC 7396 merge patch of the current data
+
+
+@dataclass(frozen=True)
+class WrittenRecord:
+    """A record's state after a batch (what a records API answer shows)."""
+
+    version: int
+    data: dict[str, Any] | None
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class BatchOutcome:
+    answer: dict[str, Any]
+    written: dict[tuple[str, str], WrittenRecord]
+
+
 @dataclass
 class _Item:
     change: PushChange | None
@@ -47,6 +78,15 @@ class _Item:
     raw_id: str | None = None
     digest: str | None = None  # content hash of the item's data, once computed
     error: tuple[str, str, list[str] | None] | None = None  # code, message, fields
+    condition: WriteCondition | None = None
+
+
+BatchItem = _Item
+
+
+def write_item(change: PushChange, condition: WriteCondition) -> _Item:
+    """One records API write, for :meth:`SyncService.apply_batch`."""
+    return _Item(change, condition=condition)
 
 
 @dataclass
@@ -177,36 +217,77 @@ class SyncService:
         user_id, device_id = _device_user(principal)
         batch = self._parse_batch(body, principal)
         now = utcnow()
-        request_hash = _request_hash(body)
-        expires = now + timedelta(seconds=self.settings.sync_idempotency_ttl_seconds)
         tenant_id = principal.tenant_id
-        claimed = await self.repository.claim_idempotency_key(
-            tenant_id, device_id, batch.idempotency_key, request_hash, now, expires
+        stored = await self.claim_idempotency(
+            tenant_id, device_id, batch.idempotency_key, _request_hash(body), now
         )
-        if not claimed:
-            stored = await self.repository.get_idempotent_push(
-                tenant_id, device_id, batch.idempotency_key
-            )
-            if stored is not None and stored.expires_at > now and stored.response:
-                if stored.request_hash != request_hash:
-                    raise ProblemError(
-                        ErrorCode.SYNC_003,
-                        "This idempotency key was used with another body; use a new key",
-                    )
-                return PushAnswer(json.loads(stored.response), replayed=True)
-            await self.repository.reset_idempotency_key(
-                tenant_id, device_id, batch.idempotency_key, request_hash, now, expires
-            )
+        if stored is not None:
+            return PushAnswer(stored, replayed=True)
+        outcome = await self.apply_batch(
+            principal, batch.mode, batch.items, Writer(user_id=user_id, role=principal.role), now
+        )
+        await self.store_idempotent_answer(
+            tenant_id, device_id, batch.idempotency_key, outcome.answer
+        )
+        self._record_push_events(principal, started, outcome.answer["results"], now)
+        return PushAnswer(outcome.answer)
 
-        collections = {c.name: c for c in await self.repository.list_collections(tenant_id)}
-        writer = Writer(user_id=user_id, role=principal.role)
+    async def claim_idempotency(
+        self, tenant_id: str, scope: str, key: str, request_hash: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """Claim ``key`` for this request (per tenant and device or API key): the stored answer
+        of an earlier request with the same key and body, or None to go ahead. SYNC_003 when
+        the key was used with another body."""
+        expires = now + timedelta(seconds=self.settings.sync_idempotency_ttl_seconds)
+        claimed = await self.repository.claim_idempotency_key(
+            tenant_id, scope, key, request_hash, now, expires
+        )
+        if claimed:
+            return None
+        stored = await self.repository.get_idempotent_push(tenant_id, scope, key)
+        if stored is not None and stored.expires_at > now and stored.response:
+            if stored.request_hash != request_hash:
+                raise ProblemError(
+                    ErrorCode.SYNC_003,
+                    "This idempotency key was used with another body; use a new key",
+                )
+            answer: dict[str, Any] = json.loads(stored.response)
+            return answer
+        await self.repository.reset_idempotency_key(
+            tenant_id, scope, key, request_hash, now, expires
+        )
+        return None
+
+    async def store_idempotent_answer(
+        self, tenant_id: str, scope: str, key: str, answer: dict[str, Any]
+    ) -> None:
+        await self.repository.store_idempotent_answer(
+            tenant_id, scope, key, json.dumps(answer, separators=(",", ":"))
+        )
+
+    async def apply_batch(
+        self,
+        principal: Principal,
+        mode: str,
+        items: list[_Item],
+        writer: Writer | None,
+        now: datetime,
+        collections: dict[str, Collection] | None = None,
+    ) -> BatchOutcome:
+        """Check, resolve and write a batch of changes in the caller's transaction: the one write
+        path of pushes and of the records API. ``writer`` None: a server (API key) to which
+        the collections' write rules do not apply."""
+        tenant_id = principal.tenant_id
+        if collections is None:
+            collections = {c.name: c for c in await self.repository.list_collections(tenant_id)}
+        origin = principal.device_id or f"api-key:{principal.api_key_id}"
         now_ms = int(now.timestamp() * 1000)
         skew_ms = self.settings.sync_max_clock_skew_seconds * 1000
-        for item in batch.items:
-            self._check_item(item, collections, device_id, now_ms, skew_ms)
+        for item in items:
+            self._check_item(item, collections, origin, now_ms, skew_ms)
         keys = [
             (i.collection.name, i.record_id)
-            for i in batch.items
+            for i in items
             if i.error is None and i.collection is not None and i.record_id is not None
         ]
         await self.repository.lock_records(tenant_id, keys)
@@ -219,7 +300,7 @@ class SyncService:
         conflicts: list[dict[str, Any]] = []
         conflict_rows: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
-        for item in batch.items:
+        for item in items:
             outcome = None if item.error else self._apply_item(item, working, writer)
             if item.error is not None:
                 code, message, fields = item.error
@@ -260,7 +341,7 @@ class SyncService:
                 results.append(_result(item, "applied", version, None))
 
         rejected = len(errors)
-        apply = not (batch.mode == "atomic" and rejected)
+        apply = not (mode == "atomic" and rejected)
         if not apply:
             for result in results:
                 if result["status"] != "rejected":
@@ -279,8 +360,9 @@ class SyncService:
         point = await self._write(tenant_id, working, now) if apply else None
         if point is None:
             point = await self.repository.latest_point(tenant_id)
-        await self.repository.add_conflicts(conflict_rows)
-        self._notify_conflicts(principal, conflict_rows, collections)
+        if conflict_rows:
+            await self.repository.add_conflicts(conflict_rows)
+            self._notify_conflicts(principal, conflict_rows, collections)
         synced = sum(1 for result in results if result["status"] != "rejected")
         answer = {
             "synced_items": synced,
@@ -290,17 +372,24 @@ class SyncService:
             "errors": errors,
             "cursor": self.cursor_for(tenant_id, point),
         }
-        await self.repository.store_idempotent_answer(
-            tenant_id, device_id, batch.idempotency_key, json.dumps(answer, separators=(",", ":"))
-        )
-        self._record_push_events(principal, started, results, now)
-        return PushAnswer(answer)
+        written = {
+            key: WrittenRecord(
+                state.current.version,
+                state.current.data,
+                state.current.deleted,
+                state.created_at or now,
+                now,
+            )
+            for key, state in working.items()
+            if apply and state.changed and state.current is not None
+        }
+        return BatchOutcome(answer, written)
 
     def _check_item(
         self,
         item: _Item,
         collections: dict[str, Collection],
-        device_id: str,
+        origin: str,
         now_ms: int,
         skew_ms: int,
     ) -> None:
@@ -364,14 +453,14 @@ class SyncService:
                 return
             item.digest = digest
         try:
-            stamp = parse_hlc(change.hlc) if change.hlc else server_hlc(now_ms, device_id)
+            stamp = parse_hlc(change.hlc) if change.hlc else server_hlc(now_ms, origin)
         except HLCError as exc:
             item.error = ("SYNC_001", str(exc), ["hlc"])
             return
         item.hlc = str(clamp_hlc(stamp, now_ms, skew_ms))
 
     def _apply_item(
-        self, item: _Item, working: dict[tuple[str, str], _Working], writer: Writer
+        self, item: _Item, working: dict[tuple[str, str], _Working], writer: Writer | None
     ) -> Outcome | None:
         collection, record_id, op = item.collection, item.record_id, item.op
         assert collection is not None
@@ -381,14 +470,24 @@ class SyncService:
         key = (collection.name, record_id)
         state = working.get(key) or _Working(None, None, None)
         data = item.change.data
+        base_version = item.change.base_version
+        if item.condition is not None:
+            item.error = _unmet(item.condition, state.current, record_id)
+            if item.error is not None:
+                return None
+            if item.condition.merge_patch and state.current is not None:
+                data = merge_patch(state.current.data or {}, data or {})
+            base_version = state.current.version if state.current else None
+        creator = writer.user_id if writer else None
         owner_now = state.owner_id if state.current is not None else None
-        owner_after = _owner_after(collection, data, owner_now if state.current else writer.user_id)
-        if not may_write(collection.write_rule, writer, owner_now) or not may_write(
-            collection.write_rule, writer, owner_after
+        owner_after = _owner_after(collection, data, owner_now if state.current else creator)
+        if writer is not None and (
+            not may_write(collection.write_rule, writer, owner_now)
+            or not may_write(collection.write_rule, writer, owner_after)
         ):
             item.error = ("AUTH_006", "Your role may not write this record", None)
             return None
-        mutation = Mutation(op, data, item.change.base_version, item.hlc)
+        mutation = Mutation(op, data, base_version, item.hlc)
         outcome = decide(
             state.current, mutation, collection.conflict_policy, collection.auto_resolve
         )
@@ -658,6 +757,25 @@ def _device_user(principal: Principal) -> tuple[str, str]:
             ErrorCode.AUTH_006, "Sync needs a user logged in on a device (not an API key)"
         )
     return principal.user_id, principal.device_id
+
+
+def _unmet(
+    condition: WriteCondition, current: Current | None, record_id: str
+) -> tuple[str, str, list[str] | None] | None:
+    """The item error when the locked record does not meet a records API write's condition."""
+    live_version = current.version if current is not None and not current.deleted else None
+    if condition.create_only and current is not None:
+        return ("VALIDATION_002", f"A record with id {record_id!r} exists (or existed)", None)
+    if condition.must_exist and live_version is None:
+        return ("NOT_FOUND", f"Record {record_id!r} not found", None)
+    if condition.if_match is not None and live_version != condition.if_match:
+        now = live_version
+        return (
+            "SYNC_004",
+            f"If-Match expected version {condition.if_match}, the record is at {now}",
+            None,
+        )
+    return None
 
 
 def _current(row: SyncRecord) -> Current:

@@ -1,0 +1,1 @@
+"""Files: stored blobs, file objects, image variants, signed downloads."""

@@ -1,0 +1,1 @@
+"""The records REST API: CRUD, lists with filters, sort, fields and cursors, batches."""

@@ -1,0 +1,308 @@
+"""All SQL of the records API: one record, and list pages with filters, sort and keyset.
+
+Filters and sort keys read the JSON data with the same expression the field indexes are built
+on (see :mod:`homeport.records.indexes`): ``json_extract(data, '$.f')`` on SQLite, ``data -> 'f'``
+(JSONB) on PostgreSQL. Field names reach the SQL text only after the query parser checked them
+against the collection schema and :func:`field_path` against a strict pattern; every value is a
+bound parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Subquery,
+    Text,
+    and_,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from homeport.kit.tenancy import tenant_select, tenant_select_columns
+from homeport.models.sync import Collection, SyncRecord
+from homeport.records.cursor import Position
+from homeport.records.indexes import field_path
+from homeport.records.query import Filter, ListQuery, Sort
+
+# id, version, owner_id, created_at, updated_at, data_json (, sort_key on list pages)
+RecordRow = Row[Any]
+
+_RECORD_COLUMNS = (
+    SyncRecord.record_id,
+    SyncRecord.version,
+    SyncRecord.owner_id,
+    SyncRecord.created_at,
+    SyncRecord.updated_at,
+    cast(SyncRecord.data, Text).label("data_json"),
+)
+# json_type (SQLite) / jsonb_typeof (PostgreSQL) names of the values a filter compares with.
+_SQLITE_TYPES = {bool: ("true", "false"), int: ("integer", "real"), str: ("text",)}
+_PG_TYPES = {bool: ("boolean",), int: ("number",), str: ("string",)}
+
+
+def _type_of(value: Any) -> type:
+    if isinstance(value, bool):
+        return bool
+    return int if isinstance(value, int | float) else str
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class _Dialect:
+    """The JSON expressions of one database."""
+
+    def value(self, field: str) -> ColumnElement[Any]:
+        raise NotImplementedError
+
+    def json_type(self, field: str) -> ColumnElement[Any]:
+        raise NotImplementedError
+
+    def bind(self, value: Any) -> ColumnElement[Any]:
+        raise NotImplementedError
+
+    def types(self, value: Any) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def is_null(self, field: str) -> ColumnElement[bool]:
+        raise NotImplementedError
+
+    def contains_text(self, field: str, text: str) -> ColumnElement[bool]:
+        raise NotImplementedError
+
+    def contains_element(self, field: str, element: Any) -> ColumnElement[bool]:
+        raise NotImplementedError
+
+    def compare(self, flt: Filter) -> ColumnElement[bool]:
+        """The filter as a condition that is never NULL."""
+        if flt.op == "ne":
+            return not_(func.coalesce(self._positive(flt, "eq"), false()))
+        return self._positive(flt, flt.op)
+
+    def _positive(self, flt: Filter, op: str) -> ColumnElement[bool]:
+        field, value = flt.field, flt.value
+        if op == "contains":
+            if flt.kind.value == "array":
+                return self.contains_element(field, value)
+            return self.contains_text(field, str(value))
+        if op == "eq" and value is None:
+            return self.is_null(field)
+        values = value if op == "in" else (value,)
+        alternatives = []
+        for each_type in dict.fromkeys(_type_of(v) for v in values if v is not None):
+            typed = [v for v in values if v is not None and _type_of(v) is each_type]
+            names = sorted({name for v in typed for name in self.types(v)})
+            guard = self.json_type(field).in_(names)
+            expression = self.value(field)
+            condition: ColumnElement[bool]
+            if op == "in":
+                condition = expression.in_([self.bind(v) for v in typed])
+            else:
+                bound = self.bind(value)
+                condition = {
+                    "eq": expression == bound,
+                    "lt": expression < bound,
+                    "lte": expression <= bound,
+                    "gt": expression > bound,
+                    "gte": expression >= bound,
+                }[op]
+            alternatives.append(and_(guard, condition))
+        if op == "in" and None in values:
+            alternatives.append(self.is_null(field))
+        return or_(*alternatives) if alternatives else false()
+
+
+class _SQLite(_Dialect):
+    def _path(self, field: str) -> Any:
+        return literal_column(f"'$.{field_path(field)}'")
+
+    def value(self, field: str) -> ColumnElement[Any]:
+        return func.json_extract(SyncRecord.data, self._path(field))
+
+    def json_type(self, field: str) -> ColumnElement[Any]:
+        return func.json_type(SyncRecord.data, self._path(field))
+
+    def bind(self, value: Any) -> ColumnElement[Any]:
+        # json_extract gives JSON booleans as 1 and 0.
+        return literal(int(value) if isinstance(value, bool) else value)
+
+    def types(self, value: Any) -> tuple[str, ...]:
+        if isinstance(value, bool):
+            return ("true",) if value else ("false",)
+        return _SQLITE_TYPES[_type_of(value)]
+
+    def is_null(self, field: str) -> ColumnElement[bool]:
+        return self.value(field).is_(None)
+
+    def contains_text(self, field: str, text: str) -> ColumnElement[bool]:
+        # LIKE is case-insensitive for ASCII in SQLite (ILIKE on PostgreSQL).
+        return and_(
+            self.json_type(field) == "text",
+            self.value(field).like(_like_pattern(text), escape="\\"),
+        )
+
+    def contains_element(self, field: str, element: Any) -> ColumnElement[bool]:
+        elements = func.json_each(SyncRecord.data, self._path(field)).table_valued("value", "type")
+        wanted = elements.c.type.in_(self.types(element))
+        return exists(
+            select(literal(1))
+            .select_from(elements)
+            .where(wanted, elements.c.value == self.bind(element))
+        )
+
+
+class _Postgres(_Dialect):
+    def _key(self, field: str) -> Any:
+        return literal_column(f"'{field_path(field)}'")
+
+    def value(self, field: str) -> ColumnElement[Any]:
+        return SyncRecord.data.op("->", return_type=JSONB)(self._key(field))
+
+    def json_type(self, field: str) -> ColumnElement[Any]:
+        return func.jsonb_typeof(self.value(field))
+
+    def bind(self, value: Any) -> ColumnElement[Any]:
+        return cast(literal(json.dumps(value), Text), JSONB)
+
+    def types(self, value: Any) -> tuple[str, ...]:
+        return _PG_TYPES[_type_of(value)]
+
+    def is_null(self, field: str) -> ColumnElement[bool]:
+        return func.coalesce(self.json_type(field), "null") == "null"
+
+    def contains_text(self, field: str, text: str) -> ColumnElement[bool]:
+        as_text = SyncRecord.data.op("->>", return_type=Text)(self._key(field))
+        return and_(
+            self.json_type(field) == "string",
+            as_text.ilike(_like_pattern(text), escape="\\"),
+        )
+
+    def contains_element(self, field: str, element: Any) -> ColumnElement[bool]:
+        return and_(
+            self.json_type(field) == "array",
+            self.value(field).op("@>", return_type=JSONB)(self.bind([element])),
+        )
+
+
+class RecordRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        postgres = session.get_bind().dialect.name == "postgresql"
+        self._dialect: _Dialect = _Postgres() if postgres else _SQLite()
+
+    async def get_collection(self, tenant_id: str, name: str) -> Collection | None:
+        result = await self.session.execute(
+            tenant_select(Collection, tenant_id).where(Collection.name == name)
+        )
+        return result.scalar_one_or_none()
+
+    async def get_record(self, tenant_id: str, collection: str, record_id: str) -> RecordRow | None:
+        """The live record (not a tombstone), with its data as JSON text."""
+        connection = await self.session.connection()
+        query = tenant_select_columns(SyncRecord, tenant_id, *_RECORD_COLUMNS).where(
+            SyncRecord.collection == collection,
+            SyncRecord.record_id == record_id,
+            SyncRecord.deleted.is_(False),
+        )
+        row: RecordRow | None = (await connection.execute(query)).first()
+        return row
+
+    def _sort_expression(self, sort: Sort, ranked: Subquery | None) -> Any:
+        if sort.key == "rank":
+            assert ranked is not None
+            return ranked.c.rank
+        if sort.key == "id":
+            return SyncRecord.record_id
+        if sort.key == "created_at":
+            return SyncRecord.created_at
+        if sort.key == "updated_at":
+            return SyncRecord.updated_at
+        return self._dialect.value(sort.key)
+
+    def _after(
+        self, sort: Sort, key: ColumnElement[Any], position: Position
+    ) -> ColumnElement[bool]:
+        """Rows after ``position`` in the order ``key`` (NULLs first) then id, or its reverse."""
+        record_id = SyncRecord.record_id
+        if sort.key == "id":
+            return (
+                record_id < position.record_id
+                if sort.descending
+                else record_id > position.record_id
+            )
+        if position.null_key:
+            if sort.descending:
+                return and_(key.is_(None), record_id < position.record_id)
+            return or_(and_(key.is_(None), record_id > position.record_id), key.is_not(None))
+        bound = self._bind_key(sort, position.key)
+        if sort.descending:
+            return or_(
+                key < bound, and_(key == bound, record_id < position.record_id), key.is_(None)
+            )
+        return or_(key > bound, and_(key == bound, record_id > position.record_id))
+
+    def _bind_key(self, sort: Sort, value: Any) -> ColumnElement[Any]:
+        if sort.key in ("created_at", "updated_at"):
+            column = SyncRecord.created_at if sort.key == "created_at" else SyncRecord.updated_at
+            return literal(datetime.fromisoformat(str(value)), column.type)
+        if sort.key == "rank":
+            return literal(float(value))
+        return self._dialect.bind(value)
+
+    def list_query(
+        self,
+        tenant_id: str,
+        collection: str,
+        query: ListQuery,
+        *,
+        owner_id: str | None,
+        after: Position | None,
+        ranked: Subquery | None,
+    ) -> Select[Any]:
+        key = self._sort_expression(query.sort, ranked)
+        statement = tenant_select_columns(
+            SyncRecord,
+            tenant_id,
+            *_RECORD_COLUMNS,
+            key.label("sort_key"),
+            key.is_(None).label("sort_null"),
+        ).where(SyncRecord.collection == collection, SyncRecord.deleted.is_(False))
+        if ranked is not None:
+            statement = statement.join(ranked, ranked.c.record_id == SyncRecord.record_id)
+        if owner_id is not None:
+            statement = statement.where(SyncRecord.owner_id == owner_id)
+        for flt in query.filters:
+            statement = statement.where(self._dialect.compare(flt))
+        if after is not None:
+            statement = statement.where(self._after(query.sort, key, after))
+        if query.sort.descending:
+            order = [key.desc().nulls_last(), SyncRecord.record_id.desc()]
+        else:
+            order = [key.asc().nulls_first(), SyncRecord.record_id.asc()]
+        if query.sort.key == "id":
+            order = order[1:]
+        return statement.order_by(*order).limit(query.limit + 1)
+
+    async def list_records(self, statement: Select[Any]) -> Sequence[RecordRow]:
+        # Core execution: a page is up to a thousand rows, the ORM adds only time.
+        connection = await self.session.connection()
+        rows: Sequence[RecordRow] = (await connection.execute(statement)).all()
+        return rows

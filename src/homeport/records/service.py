@@ -1,0 +1,346 @@
+"""The records API's rules: who may read and write, list pages, and writes through sync.
+
+Every write goes through :meth:`SyncService.apply_batch`, the push path itself: it is versioned,
+checked against the schema and the write rule, stamped into the change feed, and fanned out to
+WebSocket subscribers after commit, so pulls and subscriptions see it like any device's change.
+A records API write carries a :class:`WriteCondition` (create only, must exist, If-Match), which
+the push path checks once the record is locked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Subquery
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from homeport.auth.principal import Permission, Principal
+from homeport.config import Settings
+from homeport.kit.clock import utcnow
+from homeport.kit.errors import ErrorCode, ProblemError, forbidden
+from homeport.kit.ids import new_id
+from homeport.models.sync import Collection
+from homeport.records.cursor import (
+    ListCursorError,
+    Position,
+    decode_list_cursor,
+    encode_list_cursor,
+)
+from homeport.records.query import ListQuery, invalid
+from homeport.records.repository import RecordRepository
+from homeport.records.schemas import BatchOperation, BatchRequest
+from homeport.sync.rules import Reach, Writer, read_reach
+from homeport.sync.schemas import PushChange
+from homeport.sync.service import (
+    ATOMIC_ABORTED,
+    BatchItem,
+    SyncService,
+    WriteCondition,
+    WrittenRecord,
+    write_item,
+)
+
+# What an item error of the push path is as an HTTP answer: (code, status override).
+_ITEM_ERRORS: dict[str, tuple[ErrorCode, int | None]] = {
+    "VALIDATION_001": (ErrorCode.VALIDATION_001, None),
+    "VALIDATION_002": (ErrorCode.VALIDATION_002, None),
+    "NOT_FOUND": (ErrorCode.NOT_FOUND, None),
+    "SYNC_001": (ErrorCode.SYNC_001, None),
+    "SYNC_002": (ErrorCode.SYNC_002, None),
+    "SYNC_004": (ErrorCode.SYNC_004, 412),
+    "AUTH_006": (ErrorCode.AUTH_006, None),
+}
+# A valid operation left out because its atomic batch failed.
+ATOMIC_ABORTED_STATUS = 424
+_SUCCESS_STATUS = {"create": 201, "replace": 200, "patch": 200, "delete": 204}
+
+
+@dataclass(frozen=True)
+class RecordView:
+    record_id: str
+    version: int
+    body: str  # the record as JSON text
+
+
+@dataclass(frozen=True)
+class _Access:
+    reach: Reach
+    writer: Writer | None  # None: an API key, to which write rules do not apply
+    user_id: str | None
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def record_json(
+    record_id: str, version: int, created_at: datetime, updated_at: datetime, data_json: str
+) -> str:
+    return (
+        f'{{"id":{json.dumps(record_id)},"version":{version},'
+        f'"created_at":"{_timestamp(created_at)}","updated_at":"{_timestamp(updated_at)}",'
+        f'"data":{data_json}}}'
+    )
+
+
+def _compact(document: Any) -> str:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+def _project(data_json: str, fields: tuple[str, ...] | None) -> str:
+    if fields is None:
+        return data_json
+    data = json.loads(data_json)
+    return _compact({name: data[name] for name in fields if name in data})
+
+
+class RecordService:
+    def __init__(self, session: AsyncSession, settings: Settings, secret_key: str) -> None:
+        self.repository = RecordRepository(session)
+        self.sync = SyncService(session, settings, secret_key)
+        self.settings = settings
+        self.secret_key = secret_key
+
+    # Access
+
+    async def collection(self, principal: Principal, name: str) -> Collection:
+        collection = await self.repository.get_collection(principal.tenant_id, name)
+        if collection is None:
+            raise ProblemError(ErrorCode.NOT_FOUND, f"Collection {name!r} not found")
+        return collection
+
+    def _access(self, principal: Principal, collection: Collection, *, write: bool) -> _Access:
+        if principal.kind == "api_key":
+            principal.require(
+                Permission.COLLECTIONS_WRITE if write else Permission.COLLECTIONS_READ
+            )
+            return _Access(Reach.ALL, None, None)
+        if principal.user_id is None:
+            raise forbidden("The records API needs a user or an API key")
+        reach = read_reach(collection.read_rule, principal.role)
+        if not write and reach is Reach.NONE:
+            raise forbidden(f"Your role may not read {collection.name}")
+        return _Access(reach, Writer(principal.user_id, principal.role), principal.user_id)
+
+    # Reads
+
+    async def get(self, principal: Principal, name: str, record_id: str) -> RecordView:
+        collection = await self.collection(principal, name)
+        access = self._access(principal, collection, write=False)
+        row = await self.repository.get_record(principal.tenant_id, name, record_id)
+        if row is None or (access.reach is Reach.OWN and row.owner_id != access.user_id):
+            raise ProblemError(ErrorCode.NOT_FOUND, f"Record {record_id!r} not found")
+        body = record_json(
+            row.record_id, row.version, row.created_at, row.updated_at, row.data_json
+        )
+        return RecordView(row.record_id, row.version, body)
+
+    def _ranked(self, collection: Collection, q: str) -> Subquery:
+        if not collection.searchable:
+            raise invalid("q", f"{collection.name} declares no searchable fields")
+        try:
+            search = importlib.import_module("homeport.search.repository")
+        except ImportError:
+            raise invalid("q", "full-text search is not available in this release") from None
+        ranked: Subquery = search.ranked_matches(collection.tenant_id, collection.name, q)
+        return ranked
+
+    async def list_page(self, principal: Principal, name: str, query: ListQuery) -> str:
+        """A page as JSON text: stored documents are passed through without decoding."""
+        collection = await self.collection(principal, name)
+        access = self._access(principal, collection, write=False)
+        fingerprint = query.fingerprint()
+        after = None
+        if query.cursor is not None:
+            try:
+                after = decode_list_cursor(
+                    self.secret_key, principal.tenant_id, name, fingerprint, query.cursor
+                )
+            except ListCursorError as exc:
+                raise invalid("cursor", str(exc)) from None
+        ranked = self._ranked(collection, query.q) if query.q is not None else None
+        statement = self.repository.list_query(
+            principal.tenant_id,
+            name,
+            query,
+            owner_id=access.user_id if access.reach is Reach.OWN else None,
+            after=after,
+            ranked=ranked,
+        )
+        rows = await self.repository.list_records(statement)
+        has_more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        next_cursor = None
+        if has_more:
+            last = rows[-1]
+            key = last.sort_key
+            if isinstance(key, datetime):
+                key = key.isoformat()
+            position = Position(key, last.record_id, null_key=bool(last.sort_null))
+            next_cursor = encode_list_cursor(
+                self.secret_key, principal.tenant_id, name, fingerprint, position
+            )
+        items = ",".join(
+            record_json(
+                row.record_id,
+                row.version,
+                row.created_at,
+                row.updated_at,
+                _project(row.data_json, query.fields),
+            )
+            for row in rows
+        )
+        return (
+            f'{{"data":[{items}],"next_cursor":{json.dumps(next_cursor)},'
+            f'"has_more":{"true" if has_more else "false"}}}'
+        )
+
+    # Writes
+
+    def _item(self, collection: Collection, operation: BatchOperation) -> BatchItem:
+        data = operation.data
+        record_id = operation.id
+        if operation.op == "create":
+            given = (data or {}).get(collection.id_field)
+            # A non-string id in the data is refused by the push path ("id differs").
+            record_id = record_id or (given if isinstance(given, str) else None) or new_id()
+        condition = WriteCondition(
+            create_only=operation.op == "create",
+            must_exist=operation.op != "create",
+            if_match=operation.if_match,
+            merge_patch=operation.op == "patch",
+        )
+        change = PushChange(
+            collection=collection.name,
+            id=record_id,
+            op="delete" if operation.op == "delete" else "upsert",
+            data=None if operation.op == "delete" else data,
+        )
+        return write_item(change, condition)
+
+    async def _apply(
+        self, principal: Principal, collection: Collection, mode: str, items: list[BatchItem]
+    ) -> tuple[dict[str, Any], dict[tuple[str, str], WrittenRecord]]:
+        access = self._access(principal, collection, write=True)
+        outcome = await self.sync.apply_batch(
+            principal, mode, items, access.writer, utcnow(), {collection.name: collection}
+        )
+        return outcome.answer, outcome.written
+
+    async def _hidden(self, principal: Principal, collection: Collection, record_id: str) -> bool:
+        """Whether the caller may not even see the record (then a refusal is a 404)."""
+        access = self._access(principal, collection, write=True)
+        if access.reach is Reach.ALL:
+            return False
+        if access.reach is Reach.NONE:
+            return True
+        row = await self.repository.get_record(principal.tenant_id, collection.name, record_id)
+        return row is None or row.owner_id != access.user_id
+
+    async def write(
+        self, principal: Principal, name: str, operation: BatchOperation
+    ) -> RecordView | None:
+        """One create, replace, patch or delete; the record after it (None after a delete)."""
+        collection = await self.collection(principal, name)
+        item = self._item(collection, operation)
+        _answer, written = await self._apply(principal, collection, "atomic", [item])
+        if item.error is not None:
+            code, message, fields = item.error
+            hideable = code == "AUTH_006" and operation.op != "create" and item.record_id
+            if hideable and await self._hidden(principal, collection, item.record_id or ""):
+                code, message = "NOT_FOUND", f"Record {item.record_id!r} not found"
+            error, status = _ITEM_ERRORS.get(code, (ErrorCode.SYNC_001, None))
+            extra = {"errors": [{"field": f, "message": message} for f in fields]} if fields else {}
+            raise ProblemError(error, message, extra=extra, status=status)
+        assert item.record_id is not None
+        record = written.get((name, item.record_id))
+        if record is None:
+            # Nothing written (a conflict the policy resolved for the server): report it.
+            raise ProblemError(ErrorCode.SYNC_004, "The record changed meanwhile; read it again")
+        if record.deleted:
+            return None
+        body = record_json(
+            item.record_id,
+            record.version,
+            record.created_at,
+            record.updated_at,
+            _compact(record.data or {}),
+        )
+        return RecordView(item.record_id, record.version, body)
+
+    async def batch(
+        self, principal: Principal, name: str, body: BatchRequest, idempotency_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """The batch answer, and whether it is the stored answer of an earlier request."""
+        limit = self.settings.records_max_batch_operations
+        if len(body.operations) > limit:
+            raise ProblemError(
+                ErrorCode.SYNC_001,
+                f"A batch holds at most {limit} operations; this one has "
+                f"{len(body.operations)}. Split it.",
+            )
+        collection = await self.collection(principal, name)
+        scope = principal.device_id or f"api-key:{principal.api_key_id}"
+        now = utcnow()
+        if idempotency_key is not None:
+            if not 1 <= len(idempotency_key) <= 200:
+                raise ProblemError(
+                    ErrorCode.SYNC_001, "Idempotency-Key must be 1 to 200 characters"
+                )
+            described = json.dumps(
+                {"records": name, "batch": body.model_dump(mode="json")}, sort_keys=True
+            )
+            request_hash = hashlib.sha256(described.encode()).hexdigest()
+            stored = await self.sync.claim_idempotency(
+                principal.tenant_id, scope, idempotency_key, request_hash, now
+            )
+            if stored is not None:
+                return stored, True
+        items = [self._item(collection, operation) for operation in body.operations]
+        answer, _written = await self._apply(principal, collection, body.mode, items)
+        results = []
+        for index, (operation, item, result) in enumerate(
+            zip(body.operations, items, answer["results"], strict=True)
+        ):
+            entry: dict[str, Any] = {
+                "index": index,
+                "op": operation.op,
+                "id": item.record_id or operation.id,
+                "status": _SUCCESS_STATUS[operation.op],
+                "version": result["version"],
+                "code": None,
+                "detail": None,
+            }
+            if item.error is not None:
+                code, message, _fields = item.error
+                error, status = _ITEM_ERRORS.get(code, (ErrorCode.SYNC_001, None))
+                entry.update(status=status or error.status, version=None, code=code, detail=message)
+            elif result["status"] == "rejected":
+                entry.update(
+                    status=ATOMIC_ABORTED_STATUS,
+                    version=None,
+                    code=ATOMIC_ABORTED,
+                    detail="Not applied: another operation of this atomic batch failed",
+                )
+            elif result["status"] == "conflict":
+                entry.update(status=409, code=ErrorCode.SYNC_004.name, detail="The record changed")
+            results.append(entry)
+        failed = sum(1 for entry in results if entry["code"] is not None)
+        out = {
+            "mode": body.mode,
+            "applied": failed < len(results) and not (body.mode == "atomic" and failed),
+            "succeeded": len(results) - failed,
+            "failed": failed,
+            "results": results,
+            "cursor": answer["cursor"],
+        }
+        if idempotency_key is not None:
+            await self.sync.store_idempotent_answer(
+                principal.tenant_id, scope, idempotency_key, out
+            )
+        return out, False

@@ -1,0 +1,193 @@
+"""The REST chunk protocol: init, chunks in any order (re-sends welcome), status, finalize."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeport.auth.principal import Principal
+from homeport.files.service import FileService
+from homeport.files.sniff import HEAD_BYTES
+from homeport.kit.clock import utcnow
+from homeport.kit.errors import ErrorCode, ProblemError
+from homeport.kit.storage import ObjectMissing, Part, StorageError
+from homeport.models.files import StoredFile, UploadSession
+from homeport.uploads.repository import UploadRepository
+from homeport.uploads.schemas import UploadInit
+from homeport.uploads.service import (
+    Finished,
+    UploadService,
+    digest_off_loop,
+    effective_chunk_size,
+    held_lease,
+    progress,
+    storage_unavailable,
+)
+
+PROTOCOL = "rest"
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    chunk_index: int
+    remaining_chunks: int
+    progress_pct: float
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    upload: UploadSession
+    uploaded: list[int]
+    missing: list[int]
+
+
+def expected_chunk_size(upload: UploadSession, index: int) -> int:
+    if index < upload.total_chunks - 1:
+        return upload.chunk_size
+    return upload.total_size - upload.chunk_size * (upload.total_chunks - 1)
+
+
+class ChunkUploads:
+    def __init__(self, service: UploadService) -> None:
+        self.service = service
+
+    async def init(self, principal: Principal, body: UploadInit) -> UploadSession:
+        chunk_size = effective_chunk_size(
+            self.service.settings, self.service.storage, body.chunk_size
+        )
+        upload = self.service.new_session(
+            principal,
+            protocol=PROTOCOL,
+            filename=body.filename,
+            mime_type=body.mime_type,
+            total_size=body.total_size,
+            file_hash=body.file_hash,
+            chunk_size=chunk_size,
+            access=body.access,
+        )
+        await self.service.create_staged(upload)
+        async with self.service.begin() as session:
+            UploadRepository(session).add(upload)
+        return upload
+
+    async def put_chunk(
+        self, principal: Principal, upload_id: str, index: int, data: bytes, checksum: str | None
+    ) -> ChunkResult:
+        if checksum is None or len(checksum) != 64:
+            raise ProblemError(
+                ErrorCode.VALIDATION_001,
+                "X-Chunk-Checksum must be the SHA-256 of the chunk, 64 hex digits",
+            )
+        async with self.service.begin() as session:
+            upload = await self.service.load(session, principal, upload_id, PROTOCOL)
+        self.service.require_open(upload, utcnow())
+        if not 0 <= index < upload.total_chunks:
+            raise ProblemError(
+                ErrorCode.UPLOAD_001,
+                f"chunk_index must be between 0 and {upload.total_chunks - 1}",
+            )
+        expected = expected_chunk_size(upload, index)
+        if len(data) != expected:
+            raise ProblemError(
+                ErrorCode.UPLOAD_001,
+                f"Chunk {index} must be {expected} bytes, got {len(data)}",
+            )
+        digest = await digest_off_loop(data)
+        if digest != checksum.lower():
+            raise ProblemError(
+                ErrorCode.UPLOAD_002,
+                f"Chunk {index} does not match its X-Chunk-Checksum; nothing was kept",
+                extra={"chunk_index": index},
+            )
+        if index == 0:
+            self.service.check_head(upload, data[:HEAD_BYTES])
+        part = Part(number=index + 1, offset=index * upload.chunk_size, size=len(data))
+        try:
+            part = await self.service.storage.write_part(
+                upload.storage_key, upload.storage_handle, part, data
+            )
+        except ObjectMissing as exc:
+            raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
+        except StorageError as exc:
+            raise storage_unavailable(exc) from exc
+        self.service.digests.feed(upload.id, part.offset, data, part.number, digest)
+        async with self.service.begin() as session:
+            repository = UploadRepository(session)
+            current = await repository.get(principal.tenant_id, upload_id)
+            assert current is not None
+            self.service.require_open(current, utcnow())
+            await repository.save_part(
+                {
+                    "tenant_id": upload.tenant_id,
+                    "upload_id": upload.id,
+                    "number": part.number,
+                    "offset": part.offset,
+                    "size": part.size,
+                    "sha256": digest,
+                    "token": part.token,
+                }
+            )
+            received = await repository.count_parts(upload.tenant_id, upload.id)
+        return ChunkResult(
+            chunk_index=index,
+            remaining_chunks=upload.total_chunks - received,
+            progress_pct=progress(received, upload.total_chunks),
+        )
+
+    async def status(self, principal: Principal, upload_id: str) -> StatusResult:
+        async with self.service.begin() as session:
+            upload = await self.service.load(session, principal, upload_id, PROTOCOL)
+            numbers = await UploadRepository(session).part_numbers(upload.tenant_id, upload.id)
+        if upload.status == "open" and upload.expires_at <= utcnow():
+            raise ProblemError(ErrorCode.UPLOAD_003, "This upload expired; start a new one")
+        if upload.status == "expired":
+            raise ProblemError(ErrorCode.UPLOAD_003, "This upload expired; start a new one")
+        if upload.status == "finalized":
+            return StatusResult(upload, list(range(upload.total_chunks)), [])
+        uploaded = [number - 1 for number in numbers]
+        present = set(uploaded)
+        missing = [index for index in range(upload.total_chunks) if index not in present]
+        return StatusResult(upload, uploaded, missing)
+
+    async def finalize(self, principal: Principal, upload_id: str) -> tuple[Finished, StoredFile]:
+        async with self.service.begin() as session:
+            upload = await self.service.load(session, principal, upload_id, PROTOCOL)
+        if upload.status == "finalized" and upload.file_id is not None:
+            return await self._finished_before(principal, upload)
+        self.service.require_open(upload, utcnow())
+        async with held_lease(self.service, principal, upload):
+            async with self.service.begin() as session:
+                parts = list(await UploadRepository(session).parts(upload.tenant_id, upload.id))
+                current = await UploadRepository(session).get(upload.tenant_id, upload.id)
+            assert current is not None
+            if current.status == "finalized":  # finished by a request that held the lease
+                return await self._finished_before(principal, current)
+            present = {part.number for part in parts}
+            missing = [i for i in range(upload.total_chunks) if i + 1 not in present]
+            if missing:
+                raise ProblemError(
+                    ErrorCode.UPLOAD_001,
+                    f"{len(missing)} chunk(s) missing; send them, then finalize",
+                    extra={"missing_chunks": missing},
+                )
+            finished = await self.service.finish(
+                principal,
+                current,
+                [Part(p.number, p.offset, p.size, p.token) for p in parts],
+                {part.number: part.sha256 for part in parts},
+            )
+        return finished, finished.file
+
+    async def _finished_before(
+        self, principal: Principal, upload: UploadSession
+    ) -> tuple[Finished, StoredFile]:
+        assert upload.file_id is not None
+        async with self.service.begin() as session:
+            files = FileService(session, self.service.settings, self.service.secret_key)
+            view = await files.view(principal, upload.file_id)
+        finished = Finished(
+            file=view.file, deduplicated=view.blob.storage_key != upload.storage_key
+        )
+        return finished, view.file
+
+    async def cancel(self, principal: Principal, upload_id: str) -> UploadSession:
+        return await self.service.cancel(principal, upload_id, PROTOCOL)

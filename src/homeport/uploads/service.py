@@ -1,0 +1,362 @@
+"""Resumable uploads: the rules shared by the REST chunk protocol and tus.
+
+Bytes never travel inside a database transaction: SQLite has one writer, and a phone on a
+slow link may take minutes to send a chunk. So each step reads or writes the upload's row in a
+short unit of work handed in by the request (``begin``), and storage I/O happens between them.
+A tus ``PATCH`` or a finalize holds a lease on the row (``lock_owner``/``locked_until``), so a
+second writer is refused with 423 instead of interleaving; a lease whose holder died expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from homeport.auth.principal import Permission, Principal
+from homeport.config import Settings
+from homeport.files.images import ImageInfo, ImageRejected, inspect_image
+from homeport.files.service import VARIANT_SOURCE_TYPES, Content, FileService, Owner
+from homeport.files.sniff import HEAD_BYTES, ContentTypeMismatch, check_declared
+from homeport.kit.clock import utcnow
+from homeport.kit.errors import ErrorCode, ProblemError, not_found
+from homeport.kit.ids import new_id
+from homeport.kit.jobs import enqueue
+from homeport.kit.storage import ObjectMissing, Part, Storage, StorageError, sha256_of
+from homeport.models.files import StoredFile, UploadSession
+from homeport.uploads.digests import RunningDigests
+from homeport.uploads.repository import UploadRepository
+
+Begin = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+DISCARD_JOB = "uploads.discard"
+LEASE = timedelta(seconds=60)
+# Images up to this size are decoded once at finish to reject corrupt files and bombs.
+IMAGE_CHECK_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Finished:
+    file: StoredFile
+    deduplicated: bool
+
+
+def storage_key_for(tenant_id: str, upload_id: str) -> str:
+    return f"t/{tenant_id}/u/{upload_id}"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def digest_off_loop(data: bytes) -> str:
+    """hashlib releases the GIL on large inputs: hash big chunks on a worker thread."""
+    if len(data) < 256 * 1024:
+        return sha256_hex(data)
+    return await asyncio.to_thread(sha256_hex, data)
+
+
+def progress(done: int, total: int) -> float:
+    return 100.0 if total == 0 else round(100.0 * done / total, 2)
+
+
+def effective_chunk_size(settings: Settings, storage: Storage, wanted: int | None) -> int:
+    size = wanted or settings.uploads_chunk_size_bytes
+    size = max(size, storage.min_part_size)
+    return min(size, max(settings.uploads_max_chunk_bytes, storage.min_part_size))
+
+
+class UploadService:
+    def __init__(
+        self,
+        begin: Begin,
+        settings: Settings,
+        storage: Storage,
+        secret_key: str,
+        digests: RunningDigests,
+    ) -> None:
+        self.begin = begin
+        self.settings = settings
+        self.storage = storage
+        self.secret_key = secret_key
+        self.digests = digests
+
+    # Shared checks
+
+    async def load(
+        self, session: AsyncSession, principal: Principal, upload_id: str, protocol: str
+    ) -> UploadSession:
+        """The caller's upload, or 404 (another user's upload does not exist for them)."""
+        principal.require(Permission.FILES_WRITE)
+        upload = await UploadRepository(session).get(principal.tenant_id, upload_id)
+        if upload is None or upload.owner_id != Owner.of(principal).actor_id:
+            raise not_found("Upload")
+        if upload.protocol != protocol:
+            raise ProblemError(
+                ErrorCode.UPLOAD_001, f"This upload uses the {upload.protocol} protocol"
+            )
+        return upload
+
+    @staticmethod
+    def require_open(upload: UploadSession, now: datetime) -> None:
+        if upload.status == "cancelled":
+            raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled")
+        if upload.status == "expired" or (upload.status == "open" and upload.expires_at <= now):
+            raise ProblemError(ErrorCode.UPLOAD_003, "This upload expired; start a new one")
+        if upload.status == "finalized":
+            raise ProblemError(ErrorCode.VALIDATION_003, "This upload is already finished")
+
+    def check_total_size(self, total_size: int) -> None:
+        if total_size > self.settings.uploads_max_file_bytes:
+            raise ProblemError(
+                ErrorCode.UPLOAD_007,
+                f"Files may be at most {self.settings.uploads_max_file_bytes} bytes",
+            )
+
+    def new_session(
+        self,
+        principal: Principal,
+        *,
+        protocol: str,
+        filename: str,
+        mime_type: str | None,
+        total_size: int,
+        file_hash: str | None,
+        chunk_size: int,
+        access: str,
+        tus_metadata: dict[str, Any] | None = None,
+    ) -> UploadSession:
+        principal.require(Permission.FILES_WRITE)
+        self.check_total_size(total_size)
+        now = utcnow()
+        owner = Owner.of(principal)
+        upload_id = new_id()
+        return UploadSession(
+            id=upload_id,
+            tenant_id=principal.tenant_id,
+            owner_id=owner.actor_id,
+            device_id=owner.device_id,
+            protocol=protocol,
+            status="open",
+            filename=filename,
+            mime_type=mime_type,
+            access=access,
+            total_size=total_size,
+            file_hash=file_hash.lower() if file_hash else None,
+            chunk_size=chunk_size,
+            total_chunks=math.ceil(total_size / chunk_size),
+            offset=0,
+            tail_size=0,
+            tus_metadata=tus_metadata,
+            storage_key=storage_key_for(principal.tenant_id, upload_id),
+            storage_handle="",
+            expires_at=now + timedelta(seconds=self.settings.uploads_ttl_seconds),
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def create_staged(self, upload: UploadSession) -> None:
+        try:
+            upload.storage_handle = await self.storage.create_staged(upload.storage_key)
+        except StorageError as exc:
+            raise storage_unavailable(exc) from exc
+
+    def check_head(self, upload: UploadSession, head: bytes) -> str:
+        """The effective content type; a declared type the bytes contradict is refused."""
+        try:
+            return check_declared(upload.mime_type, head)
+        except ContentTypeMismatch as exc:
+            raise ProblemError(
+                ErrorCode.UPLOAD_001,
+                f"The declared type {upload.mime_type!r} does not match the content"
+                + (f" ({exc.sniffed})" if exc.sniffed else ""),
+            ) from exc
+
+    async def take_lease(self, principal: Principal, upload: UploadSession, owner: str) -> None:
+        now = utcnow()
+        taken = await self._repository_call(
+            lambda repository: repository.take_lease(
+                principal.tenant_id, upload.id, owner, now, now + LEASE
+            )
+        )
+        if not taken:
+            raise ProblemError(
+                ErrorCode.UPLOAD_004,
+                "Another request is writing this upload; retry when it has finished",
+                headers={"Retry-After": "1"},
+            )
+
+    async def release_lease(self, tenant_id: str, upload_id: str, owner: str) -> None:
+        await self._repository_call(
+            lambda repository: repository.release_lease(tenant_id, upload_id, owner)
+        )
+
+    async def _repository_call(self, call: Callable[[UploadRepository], Any]) -> Any:
+        async with self.begin() as session:
+            return await call(UploadRepository(session))
+
+    async def read_head(self, upload: UploadSession, size: int) -> bytes:
+        chunks = bytearray()
+        async for block in self.storage.read(upload.storage_key, 0, min(size, upload.total_size)):
+            chunks += block
+        return bytes(chunks)
+
+    # Finishing (both protocols)
+
+    async def finish(
+        self,
+        principal: Principal,
+        upload: UploadSession,
+        parts: list[Part],
+        part_hashes: dict[int, str],
+    ) -> Finished:
+        """Assemble the parts, verify the whole file, and make it a file object. The caller
+        holds the upload's lease. A whole-file hash mismatch leaves the upload open."""
+        try:
+            await self.storage.assemble(upload.storage_key, upload.storage_handle, parts)
+            digest = self.digests.take(upload.id, upload.total_size, part_hashes)
+            if digest is None:
+                digest = await sha256_of(self.storage, upload.storage_key)
+            size = await self.storage.size(upload.storage_key)
+            if upload.file_hash is not None and digest != upload.file_hash:
+                await self._reopen(principal, upload, parts)
+                raise ProblemError(
+                    ErrorCode.UPLOAD_002,
+                    "The file's SHA-256 does not match file_hash; re-send the chunks that "
+                    "changed, or start over",
+                    extra={"expected": upload.file_hash, "actual": digest},
+                )
+            mime_type = self.check_head(upload, await self.read_head(upload, HEAD_BYTES))
+            image = None
+            if mime_type in VARIANT_SOURCE_TYPES:
+                image = await self._check_image(upload)
+        except ObjectMissing as exc:
+            raise ProblemError(ErrorCode.UPLOAD_001, "The upload's data is gone") from exc
+        except StorageError as exc:
+            raise storage_unavailable(exc) from exc
+        if size != upload.total_size:
+            raise ProblemError(
+                ErrorCode.UPLOAD_001, f"Stored {size} bytes, expected {upload.total_size}"
+            )
+        async with self.begin() as session:
+            files = FileService(session, self.settings, self.secret_key)
+            stored = await files.adopt(
+                upload.tenant_id,
+                Owner.of(principal),
+                Content(
+                    upload.storage_key,
+                    upload.total_size,
+                    digest,
+                    mime_type,
+                    image.width if image else None,
+                    image.height if image else None,
+                ),
+                filename=upload.filename,
+                access=upload.access,
+                upload_id=upload.id,
+            )
+            deduplicated = (await files.view_of(stored)).blob.storage_key != upload.storage_key
+            repository = UploadRepository(session)
+            await repository.update(
+                upload.tenant_id,
+                upload.id,
+                status="finalized",
+                file_id=stored.id,
+                offset=upload.total_size,
+                file_hash=digest,
+                lock_owner=None,
+                locked_until=None,
+                updated_at=utcnow(),
+            )
+            await repository.delete_parts(upload.tenant_id, upload.id)
+        return Finished(file=stored, deduplicated=deduplicated)
+
+    async def _check_image(self, upload: UploadSession) -> ImageInfo | None:
+        """Decode the image once: a corrupt file or a decompression bomb is refused now.
+        Very large images are left to the variants job (which marks them failed)."""
+        if upload.total_size > IMAGE_CHECK_MAX_BYTES:
+            return None
+        data = await self.read_head(upload, upload.total_size)
+        try:
+            return await asyncio.to_thread(
+                inspect_image, data, max_pixels=self.settings.images_max_pixels
+            )
+        except ImageRejected as exc:
+            raise ProblemError(
+                ErrorCode.UPLOAD_008, exc.reason, extra={"reason": exc.code}
+            ) from exc
+
+    async def _reopen(self, principal: Principal, upload: UploadSession, parts: list[Part]) -> None:
+        """After a failed whole-file check the parts must be writable again (S3 completed its
+        multipart upload already); a local file simply stays where it is."""
+        handle, reopened = await self.storage.reopen(upload.storage_key, parts)
+        async with self.begin() as session:
+            repository = UploadRepository(session)
+            await repository.update(
+                upload.tenant_id, upload.id, storage_handle=handle, updated_at=utcnow()
+            )
+            await repository.set_part_tokens(
+                upload.tenant_id, upload.id, {part.number: part.token for part in reopened}
+            )
+        upload.storage_handle = handle
+
+    async def cancel(self, principal: Principal, upload_id: str, protocol: str) -> UploadSession:
+        lease_owner = new_id()
+        async with self.begin() as session:
+            upload = await self.load(session, principal, upload_id, protocol)
+            if upload.status == "finalized":
+                raise ProblemError(
+                    ErrorCode.VALIDATION_003,
+                    "This upload is finished; delete the file instead",
+                )
+            if upload.status in ("cancelled", "expired"):
+                return upload
+            repository = UploadRepository(session)
+            now = utcnow()
+            if not await repository.take_lease(
+                upload.tenant_id, upload.id, lease_owner, now, now + LEASE
+            ):
+                raise ProblemError(
+                    ErrorCode.UPLOAD_004, "Another request is writing this upload; retry"
+                )
+            await repository.update(upload.tenant_id, upload.id, status="cancelled", updated_at=now)
+            await repository.delete_parts(upload.tenant_id, upload.id)
+            enqueue_discard(session, upload)
+        self.digests.drop(upload_id)
+        upload.status = "cancelled"
+        return upload
+
+
+def enqueue_discard(session: AsyncSession, upload: UploadSession) -> None:
+    """Free the upload's storage after the commit (durable: survives a crash)."""
+    enqueue(
+        session,
+        DISCARD_JOB,
+        {"key": upload.storage_key, "handle": upload.storage_handle},
+        tenant_id=upload.tenant_id,
+    )
+
+
+def storage_unavailable(exc: StorageError) -> ProblemError:
+    return ProblemError(ErrorCode.UNAVAILABLE, "File storage is unavailable; retry later")
+
+
+@contextlib.asynccontextmanager
+async def held_lease(
+    service: UploadService, principal: Principal, upload: UploadSession
+) -> AsyncIterator[str]:
+    """The upload's lease for the block; released afterwards unless finishing cleared it."""
+    owner = new_id()
+    await service.take_lease(principal, upload, owner)
+    try:
+        yield owner
+    finally:
+        await service.release_lease(upload.tenant_id, upload.id, owner)

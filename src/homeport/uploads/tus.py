@@ -1,0 +1,351 @@
+"""tus 1.0 (core, creation, creation-with-upload, expiration, checksum, termination).
+
+A PATCH streams into storage as it arrives. On a local directory the bytes are written at
+their offset; on S3 they are cut into parts of the upload's part size and what is left below
+that size is kept as a small *tail* object until the next PATCH (S3 parts but the last must be
+at least 5 MiB). The committed offset always equals the bytes in parts plus the tail.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import ClientDisconnect
+
+from homeport.auth.principal import Principal
+from homeport.files.sniff import HEAD_BYTES
+from homeport.kit.clock import utcnow
+from homeport.kit.errors import ErrorCode, ProblemError, not_found
+from homeport.kit.storage import ObjectMissing, Part, StorageError
+from homeport.models.files import UploadSession
+from homeport.uploads.repository import UploadRepository
+from homeport.uploads.service import (
+    Finished,
+    UploadService,
+    effective_chunk_size,
+    held_lease,
+    sha256_hex,
+    storage_unavailable,
+)
+
+PROTOCOL = "tus"
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,expiration,checksum,termination"
+CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+# Local directory: write in blocks of this size (fewer thread hops than per network read).
+FLUSH_BYTES = 1024 * 1024
+_FILENAME_KEYS = ("filename", "name")
+_TYPE_KEYS = ("filetype", "type", "content_type", "mime_type")
+_HASH_KEYS = ("sha256", "checksum", "file_hash")
+
+
+@dataclass(frozen=True)
+class Checksum:
+    algorithm: str
+    expected: bytes
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    upload: UploadSession
+    offset: int
+    finished: Finished | None
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """``Upload-Metadata``: comma-separated ``key base64value`` pairs (value optional)."""
+    metadata: dict[str, str] = {}
+    if not header or not header.strip():
+        return metadata
+    for pair in header.split(","):
+        key, _, encoded = pair.strip().partition(" ")
+        if not key or " " in encoded.strip() or not key.isascii() or key in metadata:
+            raise ProblemError(ErrorCode.UPLOAD_001, "Upload-Metadata is malformed")
+        try:
+            value = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise ProblemError(
+                ErrorCode.UPLOAD_001, f"Upload-Metadata value of {key!r} is not base64 UTF-8"
+            ) from exc
+        metadata[key] = value
+    return metadata
+
+
+def encode_metadata(metadata: dict[str, str]) -> str:
+    return ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}" if value else key
+        for key, value in metadata.items()
+    )
+
+
+def parse_checksum(header: str | None) -> Checksum | None:
+    if header is None:
+        return None
+    algorithm, _, encoded = header.strip().partition(" ")
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise ProblemError(
+            ErrorCode.UPLOAD_001,
+            f"Unsupported checksum algorithm {algorithm!r}; use sha1 or sha256",
+        )
+    try:
+        expected = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error as exc:
+        raise ProblemError(ErrorCode.UPLOAD_001, "Upload-Checksum is not base64") from exc
+    return Checksum(algorithm, expected)
+
+
+def _first(metadata: dict[str, str], keys: tuple[str, ...]) -> str | None:
+    return next((metadata[key] for key in keys if metadata.get(key)), None)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class TusUploads:
+    def __init__(self, service: UploadService) -> None:
+        self.service = service
+
+    async def create(
+        self, principal: Principal, length: int, metadata: dict[str, str]
+    ) -> UploadSession:
+        file_hash = _first(metadata, _HASH_KEYS)
+        if file_hash is not None and (
+            len(file_hash) != 64 or any(c not in "0123456789abcdefABCDEF" for c in file_hash)
+        ):
+            raise ProblemError(ErrorCode.UPLOAD_001, "The sha256 metadata must be 64 hex digits")
+        access = metadata.get("access", "owner")
+        if access not in ("owner", "tenant"):
+            raise ProblemError(ErrorCode.UPLOAD_001, "The access metadata is owner or tenant")
+        mime_type = _first(metadata, _TYPE_KEYS)
+        if mime_type is not None and ("/" not in mime_type or len(mime_type) > 127):
+            raise ProblemError(ErrorCode.UPLOAD_001, "The filetype metadata is not a media type")
+        filename = (_first(metadata, _FILENAME_KEYS) or "upload")[:255]
+        upload = self.service.new_session(
+            principal,
+            protocol=PROTOCOL,
+            filename=filename,
+            mime_type=mime_type,
+            total_size=length,
+            file_hash=file_hash,
+            chunk_size=effective_chunk_size(self.service.settings, self.service.storage, None),
+            access=access,
+            tus_metadata=metadata,
+        )
+        await self.service.create_staged(upload)
+        async with self.service.begin() as session:
+            UploadRepository(session).add(upload)
+        return upload
+
+    async def head(self, principal: Principal, upload_id: str) -> UploadSession:
+        async with self.service.begin() as session:
+            upload = await self.service.load(session, principal, upload_id, PROTOCOL)
+        self._require_usable(upload)
+        return upload
+
+    def _require_usable(self, upload: UploadSession) -> None:
+        if upload.status == "finalized":
+            return
+        if upload.status == "cancelled":
+            # tus termination: a terminated upload answers 404 (or 410), never 400.
+            raise not_found("Upload")
+        self.service.require_open(upload, utcnow())
+
+    async def patch(
+        self,
+        principal: Principal,
+        upload_id: str,
+        offset: int,
+        stream: AsyncIterator[bytes],
+        checksum: Checksum | None,
+    ) -> PatchResult:
+        async with self.service.begin() as session:
+            upload = await self.service.load(session, principal, upload_id, PROTOCOL)
+        self._require_usable(upload)
+        if offset != upload.offset:
+            raise ProblemError(
+                ErrorCode.UPLOAD_005,
+                f"Upload-Offset is {offset} but the upload is at {upload.offset}",
+                extra={"offset": upload.offset},
+            )
+        if upload.status == "finalized":
+            return PatchResult(upload, upload.offset, None)
+        async with held_lease(self.service, principal, upload):
+            async with self.service.begin() as session:
+                current = await UploadRepository(session).get(upload.tenant_id, upload.id)
+            assert current is not None
+            if current.offset != offset or current.status != "open":
+                raise ProblemError(
+                    ErrorCode.UPLOAD_005,
+                    f"Upload-Offset is {offset} but the upload is at {current.offset}",
+                    extra={"offset": current.offset},
+                )
+            new_offset = await self._append(current, stream, checksum)
+            finished = None
+            if new_offset == current.total_size:
+                finished = await self._finish(principal, current)
+        return PatchResult(current, new_offset, finished)
+
+    async def _finish(self, principal: Principal, upload: UploadSession) -> Finished:
+        upload.offset = upload.total_size
+        if self.service.storage.min_part_size > 1:
+            async with self.service.begin() as session:
+                rows = await UploadRepository(session).parts(upload.tenant_id, upload.id)
+            parts = [Part(row.number, row.offset, row.size, row.token) for row in rows]
+        else:
+            parts = [Part(1, 0, upload.total_size)]
+        return await self.service.finish(principal, upload, parts, {})
+
+    async def _append(
+        self, upload: UploadSession, stream: AsyncIterator[bytes], checksum: Checksum | None
+    ) -> int:
+        """Stream the body into storage; commit and return the new offset. With a checksum the
+        whole body is kept only when it matches (460 otherwise); without, an interrupted body
+        keeps what arrived, as tus asks."""
+        storage = self.service.storage
+        digests = self.service.digests
+        chunked = storage.min_part_size > 1
+        start = upload.offset
+        parts_end = start - upload.tail_size  # bytes covered by S3 parts
+        buffer = bytearray()
+        try:
+            if chunked and upload.tail_size:
+                buffer += await storage.get(_tail_key(upload))
+                if len(buffer) != upload.tail_size:
+                    raise ProblemError(ErrorCode.UPLOAD_001, "The upload's buffered bytes are gone")
+        except ObjectMissing as exc:
+            raise ProblemError(
+                ErrorCode.UPLOAD_001, "The upload's buffered bytes are gone"
+            ) from exc
+        received = 0
+        flushed_end = start  # local directory: bytes written so far
+        hasher: Any = CHECKSUM_ALGORITHMS[checksum.algorithm]() if checksum else None
+        new_parts: list[tuple[Part, str]] = []
+        head = bytearray()  # the file's first bytes, when this body starts the file
+        interrupted = False
+        try:
+            try:
+                async for block in stream:
+                    if not block:
+                        continue
+                    if start + received + len(block) > upload.total_size:
+                        raise _TooLarge
+                    digests.feed_sequential(upload.id, start + received, block)
+                    if start + received < HEAD_BYTES:
+                        head += block[: HEAD_BYTES - start - received]
+                    received += len(block)
+                    if hasher is not None:
+                        hasher.update(block)
+                    buffer += block
+                    if chunked:
+                        while len(buffer) >= upload.chunk_size:
+                            parts_end = await self._flush_part(
+                                upload, buffer, upload.chunk_size, parts_end, new_parts
+                            )
+                    elif len(buffer) >= FLUSH_BYTES:
+                        flushed_end = await self._write_at(upload, flushed_end, buffer)
+            except ClientDisconnect:
+                interrupted = True
+            if hasher is not None and (interrupted or hasher.digest() != checksum_of(checksum)):
+                digests.drop(upload.id)
+                raise ProblemError(
+                    ErrorCode.UPLOAD_002,
+                    "The body does not match Upload-Checksum; nothing of it was kept",
+                    status=460,
+                )
+            end = start + received
+            if start == 0 and head:
+                # The first bytes settle the type: a contradicting declaration stops here.
+                try:
+                    self.service.check_head(upload, bytes(head))
+                except ProblemError:
+                    digests.drop(upload.id)
+                    raise
+            tail_size = 0
+            if chunked:
+                if end == upload.total_size and buffer:
+                    parts_end = await self._flush_part(
+                        upload, buffer, len(buffer), parts_end, new_parts
+                    )
+                elif buffer:
+                    await storage.put(_tail_key(upload), bytes(buffer), "application/octet-stream")
+                    tail_size = len(buffer)
+            elif buffer:
+                flushed_end = await self._write_at(upload, flushed_end, buffer)
+        except _TooLarge as exc:
+            digests.drop(upload.id)
+            raise ProblemError(
+                ErrorCode.UPLOAD_007, "The body goes past Upload-Length; nothing of it was kept"
+            ) from exc
+        except ObjectMissing as exc:
+            digests.drop(upload.id)
+            raise ProblemError(ErrorCode.UPLOAD_001, "This upload was terminated") from exc
+        except StorageError as exc:
+            digests.drop(upload.id)
+            raise storage_unavailable(exc) from exc
+        async with self.service.begin() as session:
+            repository = UploadRepository(session)
+            for part, digest in new_parts:
+                await repository.save_part(
+                    {
+                        "tenant_id": upload.tenant_id,
+                        "upload_id": upload.id,
+                        "number": part.number,
+                        "offset": part.offset,
+                        "size": part.size,
+                        "sha256": digest,
+                        "token": part.token,
+                    }
+                )
+            await repository.update(
+                upload.tenant_id, upload.id, offset=end, tail_size=tail_size, updated_at=utcnow()
+            )
+        upload.offset, upload.tail_size = end, tail_size
+        return end
+
+    async def _flush_part(
+        self,
+        upload: UploadSession,
+        buffer: bytearray,
+        size: int,
+        parts_end: int,
+        new_parts: list[tuple[Part, str]],
+    ) -> int:
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        number = parts_end // upload.chunk_size + 1
+        part = await self.service.storage.write_part(
+            upload.storage_key, upload.storage_handle, Part(number, parts_end, size), data
+        )
+        new_parts.append((part, sha256_hex(data)))
+        return parts_end + size
+
+    async def _write_at(self, upload: UploadSession, offset: int, buffer: bytearray) -> int:
+        data = bytes(buffer)
+        buffer.clear()
+        await self.service.storage.write_part(
+            upload.storage_key, upload.storage_handle, Part(1, offset, len(data)), data
+        )
+        return offset + len(data)
+
+    async def terminate(self, principal: Principal, upload_id: str) -> None:
+        upload = await self.service.cancel(principal, upload_id, PROTOCOL)
+        if upload.tail_size:
+            # The discard job also deletes the tail; this only frees it sooner.
+            with contextlib.suppress(StorageError):
+                await self.service.storage.delete(_tail_key(upload))
+
+
+def checksum_of(checksum: Checksum | None) -> bytes:
+    assert checksum is not None
+    return checksum.expected
+
+
+def _tail_key(upload: UploadSession) -> str:
+    return upload.storage_key + ".tail"
