@@ -1,7 +1,8 @@
 """W3 search: full-text search over 20,000 records (``/api/v1/search`` and the list's ``q=``).
 
 - Loads N work orders (about 250 bytes, three searchable fields, two facet fields) with sync
-  pushes of 1,000; records/s of the load (every write also updates the full-text index).
+  pushes of 1,000; records/s of the load (every write also updates the full-text index), and
+  for comparison the same load into a collection without searchable fields.
 - Then, one client after the other (latency, not throughput), a fixed mix of queries: a common
   word, a rare word, two words, a word being typed (prefix), a word in no record:
   - ``GET /api/v1/search?q=`` (hits, per-collection totals and facets, suggestions);
@@ -30,6 +31,7 @@ from bench.server import fresh_postgres, init_tenant, running_server
 PASSWORD = "bench-password-123"
 EMAIL = "bench@example.com"
 COLLECTION = "work_orders"
+PLAIN_COLLECTION = "work_orders_plain"
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -129,25 +131,14 @@ def _record(number: int, rng: random.Random) -> dict[str, object]:
     }
 
 
-async def _load(client: httpx.AsyncClient, headers: dict[str, str], records: int) -> float:
-    created = await client.post(
-        "/api/v1/collections",
-        json={
-            "name": COLLECTION,
-            "schema": SCHEMA,
-            "read": "tenant",
-            "write": "tenant",
-            "searchable": ["title", "site", "notes"],
-            "facets": ["status", "priority"],
-        },
-        headers=headers,
-    )
-    created.raise_for_status()
+async def _push_all(
+    client: httpx.AsyncClient, headers: dict[str, str], collection: str, records: int
+) -> float:
     rng = random.Random(3)
     started = time.perf_counter()
     for start in range(0, records, 1000):
         changes = [
-            {"collection": COLLECTION, "id": f"wo-{n:06d}", "op": "upsert", "data": _record(n, rng)}
+            {"collection": collection, "id": f"wo-{n:06d}", "op": "upsert", "data": _record(n, rng)}
             for n in range(start, min(start + 1000, records))
         ]
         answer = await client.post(
@@ -158,6 +149,30 @@ async def _load(client: httpx.AsyncClient, headers: dict[str, str], records: int
         answer.raise_for_status()
         assert answer.json()["failed_items"] == 0, answer.text
     return records / (time.perf_counter() - started)
+
+
+async def _load(
+    client: httpx.AsyncClient, headers: dict[str, str], records: int
+) -> tuple[float, float]:
+    """Records/s of the load into a searchable collection and, for comparison, into the same
+    collection without searchable fields (no index to maintain)."""
+    for name, searchable in ((PLAIN_COLLECTION, []), (COLLECTION, ["title", "site", "notes"])):
+        created = await client.post(
+            "/api/v1/collections",
+            json={
+                "name": name,
+                "schema": SCHEMA,
+                "read": "tenant",
+                "write": "tenant",
+                "searchable": searchable,
+                "facets": ["status", "priority"] if searchable else [],
+            },
+            headers=headers,
+        )
+        created.raise_for_status()
+    plain = await _push_all(client, headers, PLAIN_COLLECTION, records)
+    indexed = await _push_all(client, headers, COLLECTION, records)
+    return indexed, plain
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -189,7 +204,7 @@ async def _bench(base_url: str, records: int, queries: int) -> dict[str, object]
         )
         login.raise_for_status()
         headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
-        load_rate = await _load(client, headers, records)
+        load_rate, plain_rate = await _load(client, headers, records)
         sample = await client.get("/api/v1/search", params={"q": "pump"}, headers=headers)
         sample.raise_for_status()
         body = sample.json()
@@ -200,7 +215,12 @@ async def _bench(base_url: str, records: int, queries: int) -> dict[str, object]
         listing = await _latencies(
             client, headers, f"/api/v1/collections/{COLLECTION}/records", {"limit": "50"}, queries
         )
-    return {"load_records_per_s": round(load_rate), "search": search, "list_q": listing}
+    return {
+        "load_records_per_s": round(load_rate),
+        "load_without_index_records_per_s": round(plain_rate),
+        "search": search,
+        "list_q": listing,
+    }
 
 
 def main() -> None:

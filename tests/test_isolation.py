@@ -26,6 +26,17 @@ COVERED = {
     ("POST", "/api/v1/sync/conflicts/{conflict_id}/resolve"),
     ("DELETE", "/api/v1/sync/conflicts/{conflict_id}"),
     ("POST", "/api/v1/devices/{device_id}/inbox"),
+    ("POST", "/api/v1/uploads/{upload_id}/chunk/{chunk_index}"),
+    ("GET", "/api/v1/uploads/{upload_id}/status"),
+    ("POST", "/api/v1/uploads/{upload_id}/finalize"),
+    ("DELETE", "/api/v1/uploads/{upload_id}"),
+    ("HEAD", "/api/v1/tus/{upload_id}"),
+    ("PATCH", "/api/v1/tus/{upload_id}"),
+    ("DELETE", "/api/v1/tus/{upload_id}"),
+    ("GET", "/api/v1/files/{file_id}"),
+    ("DELETE", "/api/v1/files/{file_id}"),
+    ("GET", "/api/v1/files/{file_id}/content"),
+    ("HEAD", "/api/v1/files/{file_id}/content"),
 }
 
 
@@ -187,3 +198,112 @@ async def test_other_tenants_sync_objects_are_not_found(harness: Harness) -> Non
     assert policy.json()["resolution_policy"] == "manual"
     pending = await harness.client.get("/api/v1/sync/conflicts", headers=globex_headers)
     assert [c["resolution_result"] for c in pending.json()["conflicts"]] == ["pending"]
+
+
+async def test_other_tenants_files_and_uploads_are_not_found(harness: Harness) -> None:
+    import hashlib
+
+    world = await _world(harness)
+    globex_headers = await harness.owner_headers(world["globex"], "g-files")
+    data = b"globex secret plans " * 100
+    digest = hashlib.sha256(data).hexdigest()
+    init_body = {"filename": "plans.txt", "total_size": len(data), "file_hash": digest}
+
+    async def start() -> str:
+        response = await harness.client.post(
+            "/api/v1/uploads/init", json=init_body, headers=globex_headers
+        )
+        assert response.status_code == 201, response.text
+        upload_id: str = response.json()["upload_id"]
+        return upload_id
+
+    finished_upload = await start()
+    chunk_headers = {**globex_headers, "X-Chunk-Checksum": digest}
+    sent = await harness.client.post(
+        f"/api/v1/uploads/{finished_upload}/chunk/0", content=data, headers=chunk_headers
+    )
+    assert sent.status_code == 200, sent.text
+    final = await harness.client.post(
+        f"/api/v1/uploads/{finished_upload}/finalize", headers=globex_headers
+    )
+    file_id = final.json()["file_id"]
+    open_upload = await start()
+    tus = await harness.client.post(
+        "/api/v1/tus/",
+        headers={**globex_headers, "Tus-Resumable": "1.0.0", "Upload-Length": "10"},
+    )
+    tus_id = tus.headers["location"].rsplit("/", 1)[-1]
+    tus_headers = {"Tus-Resumable": "1.0.0"}
+    requests: list[tuple[str, str, dict[str, str], bytes | None]] = [
+        ("POST", f"/api/v1/uploads/{open_upload}/chunk/0", {"X-Chunk-Checksum": digest}, data),
+        ("GET", f"/api/v1/uploads/{open_upload}/status", {}, None),
+        ("POST", f"/api/v1/uploads/{open_upload}/finalize", {}, None),
+        ("DELETE", f"/api/v1/uploads/{open_upload}", {}, None),
+        ("HEAD", f"/api/v1/tus/{tus_id}", tus_headers, None),
+        (
+            "PATCH",
+            f"/api/v1/tus/{tus_id}",
+            {
+                **tus_headers,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+            b"0123456789",
+        ),
+        ("DELETE", f"/api/v1/tus/{tus_id}", tus_headers, None),
+        ("GET", f"/api/v1/files/{file_id}", {}, None),
+        ("DELETE", f"/api/v1/files/{file_id}", {}, None),
+    ]
+    acme_key = (
+        await harness.client.post(
+            "/api/v1/api-keys",
+            json={"name": "files", "scopes": ["files:read", "files:write"]},
+            headers=world["callers"]["acme owner"],
+        )
+    ).json()["key"]
+    for caller in (world["callers"]["acme owner"], {"X-API-Key": acme_key}):
+        for method, path, extra, body in requests:
+            response = await harness.client.request(
+                method, path, content=body, headers={**caller, **extra}
+            )
+            assert response.status_code == 404, (method, path, response.text)
+            if method != "HEAD":
+                assert response.json()["code"] == "NOT_FOUND"
+                assert "secret" not in response.text
+        listed = await harness.client.get("/api/v1/files", headers=caller)
+        assert listed.json()["files"] == []
+    # A signed URL is bound to its file: acme cannot reuse one for globex's file.
+    acme_data = b"acme"
+    acme_upload = (
+        await harness.client.post(
+            "/api/v1/uploads/init",
+            json={
+                "filename": "a.txt",
+                "total_size": 4,
+                "file_hash": hashlib.sha256(acme_data).hexdigest(),
+            },
+            headers=world["callers"]["acme owner"],
+        )
+    ).json()["upload_id"]
+    await harness.client.post(
+        f"/api/v1/uploads/{acme_upload}/chunk/0",
+        content=acme_data,
+        headers={
+            **world["callers"]["acme owner"],
+            "X-Chunk-Checksum": hashlib.sha256(acme_data).hexdigest(),
+        },
+    )
+    acme_file = await harness.client.post(
+        f"/api/v1/uploads/{acme_upload}/finalize", headers=world["callers"]["acme owner"]
+    )
+    query = acme_file.json()["file_url"].split("?", 1)[1]
+    forged = await harness.client.get(f"/api/v1/files/{file_id}/content?{query}")
+    assert forged.status_code == 403
+    # Globex still has everything.
+    status = await harness.client.get(
+        f"/api/v1/uploads/{open_upload}/status", headers=globex_headers
+    )
+    assert status.json()["status"] == "open"
+    mine = await harness.client.get(f"/api/v1/files/{file_id}", headers=globex_headers)
+    assert mine.status_code == 200
+    assert (await harness.client.get(mine.json()["url"])).content == data

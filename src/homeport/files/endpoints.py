@@ -7,7 +7,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
@@ -231,19 +231,27 @@ class _Unsatisfiable(Exception):
     pass
 
 
-@router.api_route(
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The bytes"},
+    206: {"content": {"application/octet-stream": {}}, "description": "A byte range"},
+    304: {"description": "Not modified"},
+    **responses(ErrorCode.AUTH_002, ErrorCode.AUTH_006, ErrorCode.NOT_FOUND, ErrorCode.FILE_001),
+}
+
+
+@router.head(
     "/{file_id}/content",
-    methods=["GET", "HEAD"],
+    summary="Headers of a download (size, type, ETag) through a signed URL",
+    response_class=Response,
+    responses=_DOWNLOAD_RESPONSES,
+    operation_id="head_file_content",
+)
+@router.get(
+    "/{file_id}/content",
     summary="Download through a signed URL (no token); supports Range",
     response_class=Response,
-    responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The bytes"},
-        206: {"content": {"application/octet-stream": {}}, "description": "A byte range"},
-        304: {"description": "Not modified"},
-        **responses(
-            ErrorCode.AUTH_002, ErrorCode.AUTH_006, ErrorCode.NOT_FOUND, ErrorCode.FILE_001
-        ),
-    },
+    responses=_DOWNLOAD_RESPONSES,
+    operation_id="get_file_content",
 )
 async def download(
     request: Request,

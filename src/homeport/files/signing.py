@@ -33,4 +33,4 @@ def signature_valid(
     if expires < int(now.timestamp()):
         return False
     expected = _signature(secret_key, file_id, variant, expires)
-    return hmac.compare_digest(expected, signature)
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))

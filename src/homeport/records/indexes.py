@@ -47,7 +47,9 @@ class FieldIndexRepository:
         if not fields:
             return
         postgres = self.session.get_bind().dialect.name == "postgresql"
-        for field in fields:
+        existing = await self._existing(postgres)
+        missing = [field for field in fields if index_name(field_path(field)) not in existing]
+        for field in missing:
             name = field_path(field)
             value = f"(data -> '{name}')" if postgres else f"json_extract(data, '$.{name}')"
             await self.session.execute(
@@ -56,3 +58,11 @@ class FieldIndexRepository:
                     f"ON sync_records (tenant_id, collection, {value})"
                 )
             )
+
+    async def _existing(self, postgres: bool) -> set[str]:
+        query = (
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'sync_records'"
+            if postgres
+            else "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sync_records'"
+        )
+        return set((await self.session.execute(text(query))).scalars())

@@ -276,7 +276,9 @@ class RecordRepository:
         owner_id: str | None,
         after: Position | None,
         ranked: Subquery | None,
+        indexed: Sequence[str] = (),
     ) -> Select[Any]:
+        """The page's query. ``indexed``: the fields the collection declares indexes on."""
         key = self._sort_expression(query.sort, ranked)
         statement = tenant_select_columns(
             SyncRecord,
@@ -299,6 +301,14 @@ class RecordRepository:
             order = [key.asc().nulls_first(), SyncRecord.record_id.asc()]
         if query.sort.key == "id":
             order = order[1:]
+            if isinstance(self._dialect, _SQLite) and any(
+                f.field in indexed for f in query.filters
+            ):
+                # Without statistics SQLite walks the primary key in id order (no sort) rather
+                # than use a field index; a unary + keeps the key from serving the ORDER BY, so
+                # the (selective) field index is used and the page is sorted.
+                direction = "DESC" if query.sort.descending else "ASC"
+                order = [literal_column(f"+sync_records.record_id {direction}")]
         return statement.order_by(*order).limit(query.limit + 1)
 
     async def list_records(self, statement: Select[Any]) -> Sequence[RecordRow]:

@@ -171,6 +171,7 @@ class RecordService:
             owner_id=access.user_id if access.reach is Reach.OWN else None,
             after=after,
             ranked=ranked,
+            indexed=collection.indexes or (),
         )
         rows = await self.repository.list_records(statement)
         has_more = len(rows) > query.limit

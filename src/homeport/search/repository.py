@@ -10,6 +10,7 @@ The index is kept by database triggers (migration 0006_search); this module only
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    case,
     cast,
     column,
     false,
@@ -87,14 +89,17 @@ def _compile_matches_first(join: _MatchesFirst, compiler: SQLCompiler, **kw: Any
     )
 
 
-def _sqlite_matches(tenant_id: str, collection: str, query: SearchQuery) -> Select[Any]:
+def _sqlite_matches(
+    tenant_id: str, collection: str, query: SearchQuery, ranked: bool
+) -> Select[Any]:
     documents = SearchDocument.__table__
+    rank = func.bm25(_fts_table) if ranked else literal_column("0.0")
     return (
         tenant_select_columns(
             SearchDocument,
             tenant_id,
             SearchDocument.record_id.label("record_id"),
-            type_coerce(func.bm25(_fts_table), Float).label("rank"),
+            type_coerce(rank, Float).label("rank"),
         )
         .select_from(_MatchesFirst(_fts, documents, _fts.c.rowid == SearchDocument.id))
         .where(
@@ -113,7 +118,9 @@ def _tsquery(lexeme: str, name: str) -> ColumnElement[Any]:
     )
 
 
-def _postgres_matches(tenant_id: str, collection: str, query: SearchQuery) -> Select[Any]:
+def _postgres_matches(
+    tenant_id: str, collection: str, query: SearchQuery, ranked: bool
+) -> Select[Any]:
     document: ColumnElement[Any] = literal_column("search_documents.document")
     term_queries = [
         _tsquery(lexeme, f"search_term_{index}")
@@ -128,6 +135,12 @@ def _postgres_matches(tenant_id: str, collection: str, query: SearchQuery) -> Se
             SearchDocument.collection == collection
         )
 
+    matching = document.op("@@", return_type=Boolean)(any_term)
+    if not ranked:
+        return in_collection(
+            SearchDocument.record_id.label("record_id"),
+            type_coerce(literal_column("0.0"), Float).label("rank"),
+        ).where(matching)
     total = cast(in_collection(func.count()).scalar_subquery(), Float)
     score: ColumnElement[Any] | None = None
     for term_query in term_queries:
@@ -143,7 +156,7 @@ def _postgres_matches(tenant_id: str, collection: str, query: SearchQuery) -> Se
     assert score is not None
     return in_collection(
         SearchDocument.record_id.label("record_id"), type_coerce(-score, Float).label("rank")
-    ).where(document.op("@@", return_type=Boolean)(any_term))
+    ).where(matching)
 
 
 def ranked_matches(tenant_id: str, collection: str, query: str) -> Subquery:
@@ -153,11 +166,15 @@ def ranked_matches(tenant_id: str, collection: str, query: str) -> Subquery:
     return matches_subquery(tenant_id, collection, parse_query(query))
 
 
-def matches_subquery(tenant_id: str, collection: str, query: SearchQuery) -> Subquery:
+def matches_subquery(
+    tenant_id: str, collection: str, query: SearchQuery, *, ranked: bool = True
+) -> Subquery:
+    """``ranked=False``: every rank is 0 (cheaper, for counting)."""
     subquery = _PerDialectSubquery._construct(
-        _sqlite_matches(tenant_id, collection, query), name=MATCHES_NAME
+        _sqlite_matches(tenant_id, collection, query, ranked), name=MATCHES_NAME
     )
-    subquery.postgresql = _postgres_matches(tenant_id, collection, query).subquery(MATCHES_NAME)
+    postgresql = _postgres_matches(tenant_id, collection, query, ranked)
+    subquery.postgresql = postgresql.subquery(MATCHES_NAME)
     return subquery
 
 
@@ -238,55 +255,54 @@ class SearchRepository:
         rows: Sequence[Any] = (await self.session.execute(statement)).all()
         return rows
 
-    async def count(
-        self,
-        tenant_id: str,
-        collection: str,
-        query: SearchQuery,
-        user_id: str | None,
-        own_only: bool,
-    ) -> int:
-        matches = matches_subquery(tenant_id, collection, query)
-        statement = self._scoped(tenant_id, collection, matches, user_id, own_only, func.count())
-        return int((await self.session.execute(statement)).scalar_one())
-
     def _json_value(self, field: str) -> ColumnElement[Any]:
+        """A top-level scalar field as JSON text (NULL when missing, null, array or object)."""
         if self.is_postgres:
-            return cast(SyncRecord.data.op("->")(bindparam(f"facet_{field}", field)), Text)
-        return func.json_quote(
-            func.json_extract(SyncRecord.data, bindparam(f"facet_{field}", f'$."{field}"'))
+            value = SyncRecord.data.op("->")(bindparam(f"facet_{field}", field, type_=Text))
+            return case(
+                (func.jsonb_typeof(value).in_(["string", "number", "boolean"]), cast(value, Text)),
+                else_=None,
+            )
+        path = bindparam(f"facet_{field}", f'$."{field}"', type_=Text)
+        return case(
+            (
+                func.json_type(SyncRecord.data, path).in_(
+                    ["text", "integer", "real", "true", "false"]
+                ),
+                func.json_quote(func.json_extract(SyncRecord.data, path)),
+            ),
+            else_=None,
         )
 
-    async def facet_counts(
+    async def facet_summary(
         self,
         tenant_id: str,
         collection: str,
         query: SearchQuery,
         user_id: str | None,
         own_only: bool,
-        field: str,
-        limit: int,
-    ) -> list[tuple[str, int]]:
-        """(value as JSON text, count) of a scalar field among the readable matches, most
-        frequent first."""
-        matches = matches_subquery(tenant_id, collection, query)
-        value = self._json_value(field).label("value")
-        if self.is_postgres:
-            scalar = func.jsonb_typeof(SyncRecord.data.op("->")(field)).in_(
-                ["string", "number", "boolean"]
-            )
-        else:
-            scalar = func.json_type(SyncRecord.data, f'$."{field}"').in_(
-                ["text", "integer", "real", "true", "false"]
-            )
-        statement = (
-            self._scoped(tenant_id, collection, matches, user_id, own_only, value, func.count())
-            .where(scalar)
-            .group_by(value)
-            .order_by(func.count().desc(), value)
-            .limit(limit)
+        fields: Sequence[str],
+    ) -> tuple[int, dict[str, Counter[str]]]:
+        """The number of readable matches, and per field the count of each value (JSON text):
+        one grouped query over every facet field at once."""
+        matches = matches_subquery(tenant_id, collection, query, ranked=False)
+        values = [
+            self._json_value(field).label(f"facet_{index}") for index, field in enumerate(fields)
+        ]
+        statement = self._scoped(
+            tenant_id, collection, matches, user_id, own_only, *values, func.count()
         )
-        return [(str(row[0]), int(row[1])) for row in (await self.session.execute(statement))]
+        if values:
+            statement = statement.group_by(*values)
+        total = 0
+        counts: dict[str, Counter[str]] = {field: Counter() for field in fields}
+        for row in (await self.session.execute(statement)).all():
+            *group, number = row
+            total += int(number)
+            for field, value in zip(fields, group, strict=True):
+                if value is not None:
+                    counts[field][str(value)] += int(number)
+        return total, counts
 
     async def suggestion_bodies(
         self,
@@ -298,8 +314,8 @@ class SearchRepository:
         sample: int,
     ) -> list[str]:
         """The bodies of up to ``sample`` readable records with a word starting like the
-        prefix query's term (best matches first), to complete the word from."""
-        matches = matches_subquery(tenant_id, collection, prefix)
+        prefix query's term, to complete the word from."""
+        matches = matches_subquery(tenant_id, collection, prefix, ranked=False)
         statement = (
             self._scoped(tenant_id, collection, matches, user_id, own_only, SearchDocument.body)
             .join(
@@ -310,7 +326,6 @@ class SearchRepository:
                     SearchDocument.record_id == SyncRecord.record_id,
                 ),
             )
-            .order_by(matches.c.rank)
             .limit(sample)
         )
         return [str(body) for body in (await self.session.execute(statement)).scalars()]

@@ -105,21 +105,18 @@ class SearchService:
                 )
                 for row in rows
             )
-            total = await self.repository.count(
-                tenant_id, scope.collection, query, user_id, scope.own_only
+            total, counts = await self.repository.facet_summary(
+                tenant_id, scope.collection, query, user_id, scope.own_only, scope.facets
             )
-            facets: dict[str, list[FacetValue]] = {}
-            for field in scope.facets if total else []:
-                counts = await self.repository.facet_counts(
-                    tenant_id,
-                    scope.collection,
-                    query,
-                    user_id,
-                    scope.own_only,
-                    field,
-                    limits.facet_values,
-                )
-                facets[field] = [FacetValue(value=json.loads(v), count=n) for v, n in counts]
+            facets = {
+                field: [
+                    FacetValue(value=json.loads(value), count=count)
+                    for value, count in sorted(
+                        values.items(), key=lambda item: (-item[1], item[0])
+                    )[: limits.facet_values]
+                ]
+                for field, values in counts.items()
+            }
             results[scope.collection] = CollectionResult(total=total, facets=facets)
         ranked.sort(key=lambda item: (item[0], item[1], item[2].id))
         suggestions = await self._suggest(principal, query, scopes, limits.suggestions)
