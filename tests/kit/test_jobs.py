@@ -16,7 +16,7 @@ from homeport.app import build_registry
 from homeport.auth.tasks import CLEANUP_KIND
 from homeport.kit.clock import utcnow
 from homeport.kit.db import Database
-from homeport.kit.jobs import JobContext, JobRegistry, JobRunner, enqueue
+from homeport.kit.jobs import JobContext, JobInput, JobRegistry, JobRunner, enqueue
 from homeport.models.auth import DeviceSession
 from homeport.models.jobs import Job, JobSchedule
 from tests.conftest import Harness
@@ -596,3 +596,40 @@ async def test_two_instances_sync_schedules_at_the_same_time(
     async with database.transaction() as session:
         names = sorted((await session.execute(select(JobSchedule.name))).scalars())
     assert names == ["tick", "tock"]
+
+
+async def test_a_preparation_step_runs_before_the_transaction(database: Database) -> None:
+    """Its result reaches the handler; while it runs no transaction is open (SQLite's single
+    writer stays free), and when it fails the job is retried like a failing handler."""
+    seen: list[Any] = []
+    writer_free_during_prepare: list[bool] = []
+    failures = {"left": 1}
+
+    async def prepare(job: JobInput) -> dict[str, Any]:
+        writer = database.unit_of_work_lock()
+        writer_free_during_prepare.append(not getattr(writer, "locked", lambda: False)())
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("prepare failed once")
+        return {"doubled": job.payload["n"] * 2}
+
+    async def handle(ctx: JobContext) -> None:
+        seen.append(ctx.prepared)
+
+    registry = JobRegistry()
+    registry.register("test.prepared", handle, prepare=prepare)
+    runner = JobRunner(database, registry)
+    job_id = await _enqueue(database, "test.prepared", payload={"n": 21})
+    assert await runner.run_once() == 1
+    failed = await _job(database, job_id)
+    assert failed is not None
+    assert failed.status == "queued"
+    assert "prepare failed once" in (failed.last_error or "")
+    assert seen == []
+    await _make_due(database, job_id)
+    assert await runner.run_once() == 1
+    done = await _job(database, job_id)
+    assert done is not None
+    assert done.status == "done"
+    assert seen == [{"doubled": 42}]
+    assert writer_free_during_prepare == [True, True]

@@ -136,7 +136,7 @@ class FileService:
             enqueue(
                 self.session,
                 IMAGE_VARIANTS_JOB,
-                {"sha256": content.sha256},
+                {"sha256": content.sha256, "key": content.storage_key},
                 tenant_id=tenant_id,
                 dedupe_key=f"variants:{tenant_id}:{content.sha256}",
             )

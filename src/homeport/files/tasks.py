@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from homeport.files.images import ImageRejected, make_variants
 from homeport.files.repository import FileRepository
 from homeport.files.service import COLLECT_BLOB_JOB, DELETE_OBJECT_JOB, IMAGE_VARIANTS_JOB
-from homeport.kit.jobs import JobContext, JobRegistry, enqueue
+from homeport.kit.jobs import JobContext, JobInput, JobRegistry, enqueue
 from homeport.kit.logging import get_logger
 from homeport.kit.storage import ObjectMissing, Storage
 
@@ -47,22 +48,18 @@ def register(registry: JobRegistry, storage_of: StorageOf, max_pixels: int) -> N
         for key in keys:
             enqueue(context.session, DELETE_OBJECT_JOB, {"key": key}, tenant_id=tenant_id)
 
-    async def image_variants(context: JobContext) -> None:
-        tenant_id = context.tenant_id
+    async def render_variants(job: JobInput) -> list[dict[str, Any]] | str:
+        """Outside any transaction: decode, resize, encode and store the variants; returns
+        their rows, or why the image could not be processed."""
+        tenant_id = job.tenant_id
         assert tenant_id is not None
-        sha256 = str(context.payload["sha256"])
-        repository = FileRepository(context.session)
-        blob = await repository.get_blob(tenant_id, sha256)
-        if blob is None:
-            return
+        sha256 = str(job.payload["sha256"])
         storage = storage_of()
         try:
-            data = await storage.get(blob.storage_key)
+            data = await storage.get(str(job.payload["key"]))
             variants = await asyncio.to_thread(make_variants, data, max_pixels=max_pixels)
         except (ImageRejected, ObjectMissing) as exc:
-            log.info("image_variants_failed", sha256=sha256, reason=str(exc))
-            await repository.set_blob_image(tenant_id, sha256, status="failed")
-            return
+            return str(exc) or type(exc).__name__
         rows = []
         for variant in variants:
             key = variant_key(tenant_id, sha256, variant.name, variant.format)
@@ -80,12 +77,35 @@ def register(registry: JobRegistry, storage_of: StorageOf, max_pixels: int) -> N
                     "size": len(variant.data),
                 }
             )
-        await repository.replace_variants(tenant_id, sha256, rows)
-        largest = max(variants, key=lambda variant: variant.width * variant.height)
+        return rows
+
+    async def image_variants(context: JobContext) -> None:
+        tenant_id = context.tenant_id
+        assert tenant_id is not None
+        sha256 = str(context.payload["sha256"])
+        repository = FileRepository(context.session)
+        blob = await repository.get_blob(tenant_id, sha256, for_update=True)
+        rendered = context.prepared
+        if blob is None or blob.storage_key != context.payload["key"]:
+            # The blob went away while the variants were made: their objects go too.
+            for row in rendered if isinstance(rendered, list) else []:
+                enqueue(
+                    context.session,
+                    DELETE_OBJECT_JOB,
+                    {"key": row["storage_key"]},
+                    tenant_id=tenant_id,
+                )
+            return
+        if isinstance(rendered, str):
+            log.info("image_variants_failed", sha256=sha256, reason=rendered)
+            await repository.set_blob_image(tenant_id, sha256, status="failed")
+            return
+        await repository.replace_variants(tenant_id, sha256, rendered)
+        largest = max(rendered, key=lambda row: int(row["width"]) * int(row["height"]))
         await repository.set_blob_image(
-            tenant_id, sha256, status="ready", width=largest.width, height=largest.height
+            tenant_id, sha256, status="ready", width=largest["width"], height=largest["height"]
         )
 
     registry.register(DELETE_OBJECT_JOB, delete_object)
     registry.register(COLLECT_BLOB_JOB, collect_blob)
-    registry.register(IMAGE_VARIANTS_JOB, image_variants)
+    registry.register(IMAGE_VARIANTS_JOB, image_variants, prepare=render_variants)

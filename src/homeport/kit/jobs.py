@@ -44,9 +44,25 @@ class JobContext:
     payload: dict[str, Any]
     tenant_id: str | None
     attempt: int
+    # What the kind's preparation step returned (None without one).
+    prepared: Any = None
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """A job as its preparation step sees it: no session, no transaction open."""
+
+    job_id: str
+    kind: str
+    payload: dict[str, Any]
+    tenant_id: str | None
+    attempt: int
 
 
 JobHandler = Callable[[JobContext], Awaitable[None]]
+# Slow work without database writes (image resizing, network calls) runs here, before the
+# handler's transaction, so it never holds SQLite's single writer.
+JobPreparer = Callable[[JobInput], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -60,11 +76,16 @@ class CronSchedule:
 class JobRegistry:
     handlers: dict[str, JobHandler] = field(default_factory=dict)
     schedules: dict[str, CronSchedule] = field(default_factory=dict)
+    preparers: dict[str, JobPreparer] = field(default_factory=dict)
 
-    def register(self, kind: str, handler: JobHandler) -> None:
+    def register(
+        self, kind: str, handler: JobHandler, *, prepare: JobPreparer | None = None
+    ) -> None:
         if kind in self.handlers:
             raise ValueError(f"job kind {kind!r} registered twice")
         self.handlers[kind] = handler
+        if prepare is not None:
+            self.preparers[kind] = prepare
 
     def schedule(self, name: str, kind: str, cron: str) -> None:
         if not croniter.is_valid(cron):
@@ -307,6 +328,12 @@ class JobRunner:
         try:
             if handler is None:
                 raise LookupError(f"no handler registered for job kind {job.kind!r}")
+            prepare = self.registry.preparers.get(job.kind)
+            prepared = None
+            if prepare is not None:
+                prepared = await prepare(
+                    JobInput(job.id, job.kind, job.payload, job.tenant_id, job.attempts)
+                )
             async with self.database.transaction() as session:
                 await handler(
                     JobContext(
@@ -316,6 +343,7 @@ class JobRunner:
                         payload=job.payload,
                         tenant_id=job.tenant_id,
                         attempt=job.attempts,
+                        prepared=prepared,
                     )
                 )
                 finished = await session.execute(

@@ -115,17 +115,7 @@ class ChunkUploads:
             current = await repository.get(principal.tenant_id, upload_id)
             assert current is not None
             self.service.require_open(current, utcnow())
-            await repository.save_part(
-                {
-                    "tenant_id": upload.tenant_id,
-                    "upload_id": upload.id,
-                    "number": part.number,
-                    "offset": part.offset,
-                    "size": part.size,
-                    "sha256": digest,
-                    "token": part.token,
-                }
-            )
+            await repository.save_part(upload.tenant_id, upload.id, part, digest)
             received = await repository.count_parts(upload.tenant_id, upload.id)
         return ChunkResult(
             chunk_index=index,

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from homeport.kit.storage import Part
 from homeport.kit.tenancy import (
     tenant_delete,
     tenant_select,
@@ -75,8 +76,17 @@ class UploadRepository:
 
     # Parts
 
-    async def save_part(self, row: dict[str, Any]) -> None:
-        statement = self._insert()(UploadPart).values(**row)
+    async def save_part(self, tenant_id: str, upload_id: str, part: Part, sha256: str) -> None:
+        """Record a written part; a re-sent part replaces the earlier row."""
+        statement = self._insert()(UploadPart).values(
+            tenant_id=tenant_id,
+            upload_id=upload_id,
+            number=part.number,
+            offset=part.offset,
+            size=part.size,
+            sha256=sha256,
+            token=part.token,
+        )
         statement = statement.on_conflict_do_update(
             index_elements=["upload_id", "number"],
             set_={

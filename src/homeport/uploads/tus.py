@@ -292,17 +292,7 @@ class TusUploads:
         async with self.service.begin() as session:
             repository = UploadRepository(session)
             for part, digest in new_parts:
-                await repository.save_part(
-                    {
-                        "tenant_id": upload.tenant_id,
-                        "upload_id": upload.id,
-                        "number": part.number,
-                        "offset": part.offset,
-                        "size": part.size,
-                        "sha256": digest,
-                        "token": part.token,
-                    }
-                )
+                await repository.save_part(upload.tenant_id, upload.id, part, digest)
             await repository.update(
                 upload.tenant_id, upload.id, offset=end, tail_size=tail_size, updated_at=utcnow()
             )
