@@ -179,6 +179,12 @@ async def _reads(base_url: str, repeats: int) -> dict[str, float]:
         assert status == 200, content[:300]
         size = len(content)
         encoding = answer.get("content-encoding", "identity")
+    status, _answer, plain = await connection.request(
+        "GET",
+        f"{PATH}?limit=1000&fields=id,title,status",
+        {**headers, "Accept-Encoding": "identity"},
+    )
+    assert status == 200
     status, answer, content = await connection.request("GET", f"{PATH}/c00-00000", headers)
     assert status == 200
     etag = answer["etag"]
@@ -195,6 +201,7 @@ async def _reads(base_url: str, repeats: int) -> dict[str, float]:
     return {
         "list_1000_fields_ms": statistics.median(page_ms),
         "list_1000_bytes_on_wire": size,
+        "list_1000_bytes_uncompressed": len(plain),
         "list_encoding": encoding,  # type: ignore[dict-item]
         "not_modified_ms": statistics.median(not_modified_ms),
     }
@@ -217,6 +224,7 @@ def _run(database_url: str | None, records: int, clients: int) -> dict[str, obje
         "create_max_ms": round(created["max_ms"], 2),
         "list_1000_fields_ms": round(float(reads["list_1000_fields_ms"]), 2),
         "list_1000_bytes_on_wire": reads["list_1000_bytes_on_wire"],
+        "list_1000_bytes_uncompressed": reads["list_1000_bytes_uncompressed"],
         "list_encoding": reads["list_encoding"],
         "not_modified_ms": round(float(reads["not_modified_ms"]), 3),
     }

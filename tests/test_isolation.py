@@ -37,6 +37,13 @@ COVERED = {
     ("DELETE", "/api/v1/files/{file_id}"),
     ("GET", "/api/v1/files/{file_id}/content"),
     ("HEAD", "/api/v1/files/{file_id}/content"),
+    ("GET", "/api/v1/collections/{collection}/records"),
+    ("POST", "/api/v1/collections/{collection}/records"),
+    ("GET", "/api/v1/collections/{collection}/records/{record_id}"),
+    ("PUT", "/api/v1/collections/{collection}/records/{record_id}"),
+    ("PATCH", "/api/v1/collections/{collection}/records/{record_id}"),
+    ("DELETE", "/api/v1/collections/{collection}/records/{record_id}"),
+    ("POST", "/api/v1/collections/{collection}/records:batch"),
 }
 
 
@@ -307,3 +314,38 @@ async def test_other_tenants_files_and_uploads_are_not_found(harness: Harness) -
     mine = await harness.client.get(f"/api/v1/files/{file_id}", headers=globex_headers)
     assert mine.status_code == 200
     assert (await harness.client.get(mine.json()["url"])).content == data
+
+
+async def test_other_tenants_records_are_not_found(harness: Harness) -> None:
+    world = await _world(harness)
+    globex_headers = await harness.owner_headers(world["globex"], "g-records")
+    await _globex_sync(harness, globex_headers)
+    acme_key = await harness.client.post(
+        "/api/v1/api-keys",
+        json={"name": "rw", "scopes": ["collections:read", "collections:write"]},
+        headers=world["callers"]["acme owner"],
+    )
+    callers = {
+        "acme owner": world["callers"]["acme owner"],
+        "acme records key": {"X-API-Key": acme_key.json()["key"]},
+    }
+    records = "/api/v1/collections/orders/records"
+    requests = [
+        ("GET", records, None),
+        ("POST", records, {"id": "o2", "total": 1}),
+        ("GET", f"{records}/o1", None),
+        ("PUT", f"{records}/o1", {"total": 0}),
+        ("PATCH", f"{records}/o1", {"total": 0}),
+        ("DELETE", f"{records}/o1", None),
+        ("POST", f"{records}:batch", {"operations": [{"op": "delete", "id": "o1"}]}),
+    ]
+    for caller, headers in callers.items():
+        for method, path, body in requests:
+            response = await harness.client.request(method, path, json=body, headers=headers)
+            assert response.status_code == 404, (caller, method, path, response.text)
+            assert response.json()["code"] == "NOT_FOUND"
+    # Nothing changed for globex.
+    record = await harness.client.get(f"{records}/o1", headers=globex_headers)
+    assert record.status_code == 200
+    assert record.json()["version"] == 1
+    assert record.json()["data"] == {"total": 5}

@@ -23,12 +23,13 @@ from homeport.files import tasks as files_tasks
 from homeport.files.endpoints import IMAGES_PATH
 from homeport.files.endpoints import router as files_router
 from homeport.kit.broker import Broker, MemoryBroker, RedisBroker
-from homeport.kit.compression import CompressionMiddleware
 from homeport.kit.clock import utcnow
+from homeport.kit.compression import CompressionMiddleware
 from homeport.kit.db import Database
 from homeport.kit.errors import ErrorCode
 from homeport.kit.http import (
     BodyLimitMiddleware,
+    ForwardedHeadersMiddleware,
     PrefixHeadersMiddleware,
     RateLimitMiddleware,
     TraceMiddleware,
@@ -298,6 +299,9 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
     # Every /api answer names the API version, errors from the middlewares included.
     app.add_middleware(PrefixHeadersMiddleware, prefix="/api/", headers={"API-Version": "1"})
     app.add_middleware(TraceMiddleware)
+    if settings.trusted_proxies:
+        # Outermost: the client address and scheme are settled before anything uses them.
+        app.add_middleware(ForwardedHeadersMiddleware, trusted=settings.trusted_proxies)
     app.add_api_route("/api/v1", _api_root, methods=["GET"], include_in_schema=False)
     return app
 

@@ -208,8 +208,8 @@ def serve(
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
+        # Forwarded headers are handled by the app (only from HOMEPORT_TRUSTED_PROXIES).
+        proxy_headers=False,
         log_config=None,
         access_log=False,
         server_header=False,

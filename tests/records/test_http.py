@@ -110,6 +110,9 @@ def _app() -> Starlette:
 
         return StreamingResponse(parts(), media_type="application/json")
 
+    async def rangeable(_request: Request) -> Response:
+        return Response(body.encode(), media_type="text/plain", headers={"Accept-Ranges": "bytes"})
+
     async def full_range(_request: Request) -> Response:
         return Response(
             body.encode(), media_type="text/plain", headers={"Content-Range": "bytes */5000"}
@@ -122,6 +125,7 @@ def _app() -> Starlette:
         Route("/binary", binary),
         Route("/streamed", streamed),
         Route("/full-range", full_range),
+        Route("/rangeable", rangeable),
     ]
     return Starlette(routes=routes, middleware=[])
 
@@ -147,6 +151,9 @@ async def test_middleware_leaves_ranges_encoded_and_binary_alone(
     assert ranged.content == b"x" * 100
     full_range = await client.get("/full-range", headers=headers)
     assert "content-encoding" not in full_range.headers
+    rangeable = await client.get("/rangeable", headers=headers)
+    assert "content-encoding" not in rangeable.headers
+    assert rangeable.text == "x" * 5000
     encoded = await client.get("/encoded", headers=headers)
     assert encoded.headers["content-encoding"] == "gzip"  # the app's own, not twice
     assert encoded.text == "x" * 5000

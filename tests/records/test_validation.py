@@ -144,3 +144,25 @@ async def test_bad_bodies_are_problems_not_500(rest: Rest) -> None:
             )
             assert 400 <= answer.status_code < 500, (method, content[:10], answer.text)
             assert "code" in answer.json()
+
+
+async def test_data_the_databases_cannot_store_is_a_400(rest: Rest) -> None:
+    for body in (
+        {"title": "a\u0000b"},
+        {"title": "x", "address": {"k\u0000": 1}},
+        {"title": "x", "ref": 2**70},
+    ):
+        answer = await rest.client.post(ORDERS, json=body, headers=rest.owner.headers)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["code"] == "SYNC_001"
+    assert (await rest.list({})).json()["data"] == []
+
+
+async def test_numbers_beyond_64_bits_in_a_filter_are_just_numbers(rest: Rest) -> None:
+    await rest.create({"id": "o1", "title": "x", "ref": 5})
+    for value in ("99999999999999999999999", "-99999999999999999999999", "1e300"):
+        for key in ("filter[ref]", "filter[ref][lt]", "filter[priority][gt]", "filter[amount]"):
+            answer = await rest.list([(key, value)])
+            assert answer.status_code == 200, (key, value, answer.text)
+    smaller = await rest.list([("filter[ref][lt]", "99999999999999999999999")])
+    assert [item["id"] for item in smaller.json()["data"]] == ["o1"]

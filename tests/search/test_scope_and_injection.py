@@ -123,3 +123,29 @@ async def test_hostile_search_text_never_breaks_the_query(world: World) -> None:
     assert await hit_ids(world.owner, "pump'; DROP TABLE sync_records; --") == ["n1"]
     assert await hit_ids(world.owner, "NEAR(pump valve)") == ["n1"]
     assert (await search(world.owner, "x" * 501)).status_code == 400
+
+
+async def test_api_keys_need_collections_read_and_then_read_everything(world: World) -> None:
+    await searchable(world, read="owner", write="owner")
+    alice = await world.device("alice@acme.example.com")
+    await push_ok(alice, [note("a1", "pump")])
+    client = world.harness.client
+
+    async def key(scopes: list[str]) -> dict[str, str]:
+        created = await client.post(
+            "/api/v1/api-keys",
+            json={"name": "erp", "scopes": scopes},
+            headers=world.owner.headers,
+        )
+        assert created.status_code == 201, created.text
+        return {"X-API-Key": created.json()["key"]}
+
+    reader = await key(["collections:read"])
+    found = await client.get("/api/v1/search", params={"q": "pump"}, headers=reader)
+    assert found.status_code == 200, found.text
+    assert [hit["id"] for hit in found.json()["hits"]] == ["a1"]
+    refused = await client.get(
+        "/api/v1/search", params={"q": "pump"}, headers=await key(["tenant:read"])
+    )
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "AUTH_006"

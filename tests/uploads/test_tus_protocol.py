@@ -33,7 +33,9 @@ MIB = 1024 * 1024
 
 
 def metadata(**values: str) -> str:
-    return ",".join(f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in values.items())
+    return ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}" for key, value in values.items()
+    )
 
 
 def digest_header(algorithm: str, data: bytes) -> str:
@@ -51,7 +53,9 @@ class Tus:
     def client(self) -> httpx.AsyncClient:
         return self.harness.client
 
-    async def create(self, length: int, body: bytes | None = None, **headers: str) -> httpx.Response:
+    async def create(
+        self, length: int, body: bytes | None = None, **headers: str
+    ) -> httpx.Response:
         extra = {"Upload-Length": str(length), "Upload-Metadata": metadata(filename="v.bin")}
         if body is not None:
             extra.update(OFFSET_TYPE)
@@ -477,7 +481,9 @@ async def test_s3_patches_smaller_than_a_part_then_termination_aborts(
     )
     assert bad.status_code == 460
     assert await tus.offset(url) == 6 * MIB
-    assert any(key.endswith(upload_id_of(url)) for key in open_multipart_uploads(s3_harness.settings))
+    assert any(
+        key.endswith(upload_id_of(url)) for key in open_multipart_uploads(s3_harness.settings)
+    )
     assert (await tus.delete(url)).status_code == 204
     await run_jobs(s3_harness)
     assert not any(
@@ -507,11 +513,16 @@ async def test_s3_upload_in_odd_pieces_gives_the_same_bytes(s3_harness: Harness)
 
 
 @contextlib.asynccontextmanager
-async def live_tus(settings: Settings) -> AsyncIterator[tuple[LiveServer, dict[str, str]]]:
+async def live_tus(
+    settings: Settings,
+) -> AsyncIterator[tuple[LiveServer, Harness, dict[str, str]]]:
+    """A live server and an in-process app on the same database and storage. Downloads go
+    through the latter: a live download closed right after its last byte can race the
+    server's closing of the file, which pytest reports as an unclosed file."""
     async with running_harness(settings) as harness:
         uploader = await make_uploader(harness)
         with LiveServer(settings) as server:
-            yield server, {**uploader.headers, **VERSION}
+            yield server, harness, {**uploader.headers, **VERSION}
 
 
 async def test_a_second_patch_while_one_streams_is_423_and_bytes_never_interleave(
@@ -530,29 +541,31 @@ async def test_a_second_patch_while_one_streams_is_423_and_bytes_never_interleav
                 first_started.set()
             await asyncio.sleep(0.4)
 
-    async with live_tus(settings) as (server, headers):
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-            created = await client.post(TUS, headers={**headers, "Upload-Length": str(total)})
-            url = created.headers["Location"]
-            patch_headers = {**headers, **OFFSET_TYPE, "Upload-Offset": "0"}
-            first = asyncio.create_task(client.patch(url, content=slow_body(), headers=patch_headers))
-            await first_started.wait()
-            await asyncio.sleep(0.2)  # the server has the first block and holds the lease
-            second = await client.patch(url, content=intruder, headers=patch_headers)
-            assert second.status_code == 423, second.text
-            assert second.json()["code"] == "UPLOAD_004"
-            assert second.headers["Tus-Resumable"] == "1.0.0"
-            finished_first = await first
-            assert finished_first.status_code == 204, finished_first.text
-            assert finished_first.headers["Upload-Offset"] == str(sum(map(len, first_body)))
-            done = await client.patch(
-                url,
-                content=rest,
-                headers={**patch_headers, "Upload-Offset": finished_first.headers["Upload-Offset"]},
-            )
-            assert done.status_code == 204, done.text
-            downloaded = await client.get(done.headers["Homeport-File-Url"])
-            assert downloaded.content == b"".join(first_body) + rest
+    async with (
+        live_tus(settings) as (server, harness, headers),
+        httpx.AsyncClient(base_url=server.base_url, timeout=30) as client,
+    ):
+        created = await client.post(TUS, headers={**headers, "Upload-Length": str(total)})
+        url = created.headers["Location"]
+        patch_headers = {**headers, **OFFSET_TYPE, "Upload-Offset": "0"}
+        first = asyncio.create_task(client.patch(url, content=slow_body(), headers=patch_headers))
+        await first_started.wait()
+        await asyncio.sleep(0.2)  # the server has the first block and holds the lease
+        second = await client.patch(url, content=intruder, headers=patch_headers)
+        assert second.status_code == 423, second.text
+        assert second.json()["code"] == "UPLOAD_004"
+        assert second.headers["Tus-Resumable"] == "1.0.0"
+        finished_first = await first
+        assert finished_first.status_code == 204, finished_first.text
+        assert finished_first.headers["Upload-Offset"] == str(sum(map(len, first_body)))
+        done = await client.patch(
+            url,
+            content=rest,
+            headers={**patch_headers, "Upload-Offset": finished_first.headers["Upload-Offset"]},
+        )
+        assert done.status_code == 204, done.text
+        downloaded = await harness.client.get(done.headers["Homeport-File-Url"])
+        assert downloaded.content == b"".join(first_body) + rest
 
 
 async def test_an_interrupted_patch_keeps_what_arrived(settings: Settings) -> None:
@@ -565,7 +578,7 @@ async def test_an_interrupted_patch_keeps_what_arrived(settings: Settings) -> No
         await asyncio.sleep(0.3)
         raise ConnectionResetError("the app was killed")
 
-    async with live_tus(settings) as (server, headers):
+    async with live_tus(settings) as (server, harness, headers):
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
             created = await client.post(TUS, headers={**headers, "Upload-Length": str(len(data))})
             url = created.headers["Location"]
@@ -590,5 +603,5 @@ async def test_an_interrupted_patch_keeps_what_arrived(settings: Settings) -> No
                 await asyncio.sleep(0.1)
             assert patched.status_code == 204, patched.text
             assert 0 <= offset <= 128 * 1024
-            downloaded = await client.get(patched.headers["Homeport-File-Url"])
+            downloaded = await harness.client.get(patched.headers["Homeport-File-Url"])
             assert downloaded.content == data

@@ -41,7 +41,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _base(request: Request, settings: Settings) -> str:
-    return public_base_url(request.scope, settings.public_url, bool(settings.trusted_proxies))
+    return public_base_url(request.scope, settings.public_url)
 
 
 def file_url(

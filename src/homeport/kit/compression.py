@@ -3,9 +3,10 @@
 Compressed: text-like content types only (``application/json``, ``application/problem+json``,
 any ``+json``, ``text/*``), when the client accepts an encoding and the body is at least
 ``minimum_size`` bytes (a streamed body is always compressed). Left alone: an answer that
-already has a ``Content-Encoding``, a ``206 Partial Content`` or anything with a
-``Content-Range`` (byte ranges address the stored bytes, not a re-encoding of them), and
-``HEAD``/``304``/``204`` answers, which have no body. Every compressible answer says
+already has a ``Content-Encoding``; a ``206 Partial Content``, anything with a
+``Content-Range`` or offering byte ranges (``Accept-Ranges: bytes``), since ranges address the
+stored bytes, not a re-encoding of them; and ``HEAD``/``304``/``204`` answers, which have no
+body. Every compressible answer says
 ``Vary: Accept-Encoding``, compressed or not, so caches keep the variants apart.
 """
 
@@ -140,6 +141,7 @@ class _Responder:
                 compressible(headers.get("content-type", ""))
                 and "content-encoding" not in headers
                 and "content-range" not in headers
+                and headers.get("accept-ranges", "none").lower() == "none"
                 and status != 206
             )
             if eligible:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from ipaddress import ip_address, ip_network
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -217,18 +218,62 @@ def client_ip(scope: Scope) -> str:
     return str(client[0]) if client else "unknown"
 
 
-def public_base_url(scope: Scope, public_url: str | None, behind_proxy: bool) -> str:
+# Set in the request's state when the TCP peer is a trusted proxy.
+_VIA_TRUSTED_PROXY = "homeport.via_trusted_proxy"
+
+
+class ForwardedHeadersMiddleware:
+    """Believes ``X-Forwarded-For``/``-Proto`` only from the proxies in ``trusted`` (addresses,
+    networks or ``*``): the client address and scheme become the forwarded ones, and links in
+    answers may follow ``X-Forwarded-Host``/``-Prefix`` (see :func:`public_base_url`). Any other
+    peer's forwarded headers are ignored."""
+
+    def __init__(self, app: ASGIApp, trusted: list[str]) -> None:
+        self.app = app
+        self.trust_all = "*" in trusted
+        self.networks = [ip_network(entry, strict=False) for entry in trusted if entry != "*"]
+
+    def _trusted(self, address: str) -> bool:
+        if self.trust_all:
+            return True
+        try:
+            parsed = ip_address(address)
+        except ValueError:
+            return False
+        return any(parsed in network for network in self.networks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] in {"http", "websocket"} and client and self._trusted(str(client[0])):
+            headers = Headers(scope=scope)
+            proto = _first(headers.get("x-forwarded-proto"))
+            if proto in {"http", "https"}:
+                secure = proto == "https"
+                if scope["type"] == "websocket":
+                    scope["scheme"] = "wss" if secure else "ws"
+                else:
+                    scope["scheme"] = proto
+            chain = [hop.strip() for hop in headers.get("x-forwarded-for", "").split(",")]
+            # The client is the last hop that is not one of our proxies.
+            for hop in reversed([hop for hop in chain if hop]):
+                if not self._trusted(hop):
+                    scope["client"] = (hop, 0)
+                    break
+            scope.setdefault("state", {})[_VIA_TRUSTED_PROXY] = True
+        await self.app(scope, receive, send)
+
+
+def public_base_url(scope: Scope, public_url: str | None) -> str:
     """The address clients reach this server at, for links in answers (tus ``Location``,
-    signed download URLs): ``public_url`` when configured; else, behind a trusted proxy, the
-    ``X-Forwarded-Proto/Host/Prefix`` it sets; else the request's own scheme and host."""
+    signed download URLs): ``public_url`` when configured; else, when a trusted proxy sent the
+    request, the ``X-Forwarded-Proto/Host/Prefix`` it sets; else the request's own."""
     if public_url:
         return public_url.rstrip("/")
     headers = Headers(scope=scope)
     scheme = str(scope.get("scheme", "http"))
     host = headers.get("host") or "{}:{}".format(*scope.get("server", ("localhost", 80)))
     prefix = str(scope.get("root_path", ""))
-    if behind_proxy:
-        scheme = _first(headers.get("x-forwarded-proto")) or scheme
+    if scope.get("state", {}).get(_VIA_TRUSTED_PROXY):
         host = _first(headers.get("x-forwarded-host")) or host
         prefix = (_first(headers.get("x-forwarded-prefix")) or prefix).rstrip("/")
     return f"{scheme}://{host}{prefix}"

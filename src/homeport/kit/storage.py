@@ -217,7 +217,8 @@ class LocalStorage:
                     remaining -= len(block)
                 yield block
         finally:
-            await asyncio.to_thread(handle.close)
+            # Synchronously: a cancelled download (client gone) must still close the file.
+            handle.close()
 
     async def size(self, key: str) -> int | None:
         try:

@@ -158,6 +158,9 @@ def _scalar(text: str, kind: Kind) -> Any:
             return text
         if isinstance(value, float) and not math.isfinite(value):
             return text
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            # Beyond the databases' integers; compared as the JSON number it also is.
+            return float(value)
         return value if isinstance(value, str | int | float | bool) or value is None else text
     return text
 

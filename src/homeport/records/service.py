@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,7 +32,7 @@ from homeport.records.cursor import (
     decode_list_cursor,
     encode_list_cursor,
 )
-from homeport.records.query import ListQuery, invalid
+from homeport.records.query import invalid, parse_list_query
 from homeport.records.repository import RecordRepository
 from homeport.records.schemas import BatchOperation, BatchRequest
 from homeport.sync.rules import Reach, Writer, read_reach
@@ -150,10 +151,19 @@ class RecordService:
         ranked: Subquery = search.ranked_matches(collection.tenant_id, collection.name, q)
         return ranked
 
-    async def list_page(self, principal: Principal, name: str, query: ListQuery) -> str:
-        """A page as JSON text: stored documents are passed through without decoding."""
+    async def list_page(
+        self, principal: Principal, name: str, parameters: Iterable[tuple[str, str]]
+    ) -> str:
+        """A page as JSON text: stored documents are passed through without decoding.
+        ``parameters``: the request's query parameters, checked against the collection."""
         collection = await self.collection(principal, name)
         access = self._access(principal, collection, write=False)
+        query = parse_list_query(
+            parameters,
+            collection,
+            default_limit=self.settings.records_default_limit,
+            max_limit=self.settings.records_max_limit,
+        )
         fingerprint = query.fingerprint()
         after = None
         if query.cursor is not None:
@@ -243,6 +253,22 @@ class RecordService:
         row = await self.repository.get_record(principal.tenant_id, collection.name, record_id)
         return row is None or row.owner_id != access.user_id
 
+    async def _item_error(
+        self,
+        principal: Principal,
+        collection: Collection,
+        operation: BatchOperation,
+        item: BatchItem,
+    ) -> tuple[str, str, list[str] | None]:
+        """The item's error as the caller may see it: refusing to write a record they cannot
+        even read is a 404, as if it did not exist."""
+        assert item.error is not None
+        code, message, fields = item.error
+        hideable = code == "AUTH_006" and operation.op != "create" and item.record_id
+        if hideable and await self._hidden(principal, collection, item.record_id or ""):
+            return "NOT_FOUND", f"Record {item.record_id!r} not found", None
+        return code, message, fields
+
     async def write(
         self, principal: Principal, name: str, operation: BatchOperation
     ) -> RecordView | None:
@@ -251,10 +277,7 @@ class RecordService:
         item = self._item(collection, operation)
         _answer, written = await self._apply(principal, collection, "atomic", [item])
         if item.error is not None:
-            code, message, fields = item.error
-            hideable = code == "AUTH_006" and operation.op != "create" and item.record_id
-            if hideable and await self._hidden(principal, collection, item.record_id or ""):
-                code, message = "NOT_FOUND", f"Record {item.record_id!r} not found"
+            code, message, fields = await self._item_error(principal, collection, operation, item)
             error, status = _ITEM_ERRORS.get(code, (ErrorCode.SYNC_001, None))
             extra = {"errors": [{"field": f, "message": message} for f in fields]} if fields else {}
             raise ProblemError(error, message, extra=extra, status=status)
@@ -318,7 +341,9 @@ class RecordService:
                 "detail": None,
             }
             if item.error is not None:
-                code, message, _fields = item.error
+                code, message, _fields = await self._item_error(
+                    principal, collection, operation, item
+                )
                 error, status = _ITEM_ERRORS.get(code, (ErrorCode.SYNC_001, None))
                 entry.update(status=status or error.status, version=None, code=code, detail=message)
             elif result["status"] == "rejected":

@@ -28,6 +28,7 @@ from sqlalchemy import (
     false,
     func,
     literal_column,
+    select,
     table,
     type_coerce,
 )
@@ -144,13 +145,17 @@ def _postgres_matches(
     total = cast(in_collection(func.count()).scalar_subquery(), Float)
     score: ColumnElement[Any] | None = None
     for term_query in term_queries:
-        having = cast(
-            in_collection(func.count())
+        # BM25 inverse document frequency, one uncorrelated subquery (computed once) per term.
+        having = (
+            in_collection(cast(func.count(), Float).label("n"))
             .where(document.op("@@", return_type=Boolean)(term_query))
-            .scalar_subquery(),
-            Float,
+            .subquery()
         )
-        idf = func.ln(1.0 + (total - having + 0.5) / (having + 0.5))
+        idf = (
+            select(func.ln(1.0 + (total - having.c.n + 0.5) / (having.c.n + 0.5)))
+            .select_from(having)
+            .scalar_subquery()
+        )
         weighted = idf * func.ts_rank(document, term_query)
         score = weighted if score is None else score + weighted
     assert score is not None
@@ -162,7 +167,11 @@ def _postgres_matches(
 def ranked_matches(tenant_id: str, collection: str, query: str) -> Subquery:
     """The records of ``collection`` matching the user's search text, with ``rank`` (lower is a
     better match). Join it on ``record_id``; order by ``rank``. Raises the 400 VALIDATION_004
-    ProblemError (naming ``q``) for text with no word to search for or too long."""
+    ProblemError (naming ``q``) for text with no word to search for or too long.
+
+    The subquery is always named ``search_matches`` (its SQL is chosen per dialect when the
+    statement compiles), so one statement joins it once. Ranks move as the collection's
+    documents change (term statistics), like any relevance score."""
     return matches_subquery(tenant_id, collection, parse_query(query))
 
 

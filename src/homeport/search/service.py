@@ -1,9 +1,10 @@
 """Search across a tenant's searchable collections, in the caller's read scope.
 
 Read rules apply exactly as for a sync pull: ``tenant`` and a sufficient ``role:`` reach every
-record, ``owner`` only the caller's own records, anything else none. Hits, totals, facets and
-suggestions are all computed from the same scoped matches, so no record outside the caller's
-scope contributes to any of them.
+record, ``owner`` only the caller's own records, anything else none. An API key needs the
+``collections:read`` scope and then reads every record, as in the records API. Hits, totals,
+facets and suggestions are all computed from the same scoped matches, so no record outside the
+caller's scope contributes to any of them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from homeport.auth.principal import Principal
+from homeport.auth.principal import Permission, Principal
 from homeport.search.query import (
     MIN_PREFIX_LENGTH,
     SearchQuery,
@@ -57,6 +58,9 @@ class SearchService:
         self.repository = SearchRepository(session)
 
     async def _scopes(self, principal: Principal, names: list[str] | None) -> list[_Scope]:
+        api_key = principal.kind == "api_key"
+        if api_key:
+            principal.require(Permission.COLLECTIONS_READ)
         available = await self.repository.searchable_collections(principal.tenant_id)
         known = {name for name, _rule, _facets in available}
         unknown = [name for name in names or () if name not in known]
@@ -70,7 +74,9 @@ class SearchService:
         for name, rule, facets in available:
             if names is not None and name not in names:
                 continue
-            reach = read_reach(rule, principal.role)
+            # API keys are servers: with collections:read they read every record (as in the
+            # records API); users get what the collection's read rule gives their role.
+            reach = Reach.ALL if api_key else read_reach(rule, principal.role)
             if reach is Reach.NONE or (reach is Reach.OWN and principal.user_id is None):
                 continue
             scopes.append(_Scope(name, reach is Reach.OWN, facets))

@@ -70,6 +70,10 @@ _FEED_COLUMNS = (
 )
 
 
+# Built upsert statements by (PostgreSQL?, column names); a handful at most.
+_UPSERTS: dict[tuple[bool, tuple[str, ...]], Any] = {}
+
+
 class SyncRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -203,16 +207,16 @@ class SyncRepository:
                 )
             ).scalars()
             return int(xid), sorted(int(position) for position in positions)
-        await self.session.execute(
-            sqlite_insert(SyncState)
-            .values(tenant_id=tenant_id, last_position=0, compacted_xid=0, compacted_position=0)
-            .on_conflict_do_nothing()
+        # One statement: create the tenant's counter or bump it.
+        insert = sqlite_insert(SyncState).values(
+            tenant_id=tenant_id, last_position=count, compacted_xid=0, compacted_position=0
         )
         last = (
             await self.session.execute(
-                tenant_update(SyncState, tenant_id)
-                .values(last_position=SyncState.last_position + count)
-                .returning(SyncState.last_position)
+                insert.on_conflict_do_update(
+                    index_elements=["tenant_id"],
+                    set_={"last_position": SyncState.last_position + count},
+                ).returning(SyncState.last_position)
             )
         ).scalar_one()
         return 0, list(range(int(last) - count + 1, int(last) + 1))
@@ -221,16 +225,25 @@ class SyncRepository:
         """Insert or replace whole records (one executemany)."""
         if not rows:
             return
-        # Core insert on the table: the ORM's bulk machinery adds nothing here but time.
-        statement = self._insert()(SyncRecord.__table__)
-        columns = [name for name in rows[0] if name not in ("tenant_id", "collection", "record_id")]
-        await self.session.execute(
-            statement.on_conflict_do_update(
+        await self.session.execute(self._upsert_records(tuple(rows[0])), rows)
+
+    def _upsert_records(self, names: tuple[str, ...]) -> Any:
+        """The records upsert, built once per dialect and column list: building ``excluded``
+        costs more than running the statement for a write of one record."""
+        key = (self.is_postgres, names)
+        statement = _UPSERTS.get(key)
+        if statement is None:
+            # Core insert on the table: the ORM's bulk machinery adds nothing here but time.
+            insert = self._insert()(SyncRecord.__table__)
+            columns = [
+                name for name in names if name not in ("tenant_id", "collection", "record_id")
+            ]
+            statement = insert.on_conflict_do_update(
                 index_elements=["tenant_id", "collection", "record_id"],
-                set_={name: statement.excluded[name] for name in columns},
-            ),
-            rows,
-        )
+                set_={name: insert.excluded[name] for name in columns},
+            )
+            _UPSERTS[key] = statement
+        return statement
 
     async def latest_point(self, tenant_id: str) -> FeedPoint:
         result = await self.session.execute(

@@ -438,6 +438,10 @@ class SyncService:
                 ["data"],
             )
             return
+        if data is not None and _holds_nul(data):
+            # PostgreSQL's JSONB cannot store it; refused on SQLite too, so both agree.
+            item.error = ("SYNC_001", "data cannot hold the NUL character (\\u0000)", ["data"])
+            return
         if data is not None and change.hash is not None:
             try:
                 digest = content_hash(data)
@@ -826,6 +830,22 @@ def _too_deep(document: Any) -> bool:
             )
         elif isinstance(value, list):
             stack.extend((child, depth + 1) for child in value if isinstance(child, dict | list))
+    return False
+
+
+def _holds_nul(document: Any) -> bool:
+    """Whether a string of ``document`` (a key or a value) holds U+0000."""
+    stack: list[Any] = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
     return False
 
 

@@ -188,11 +188,7 @@ class UploadService:
             )
         )
         if not taken:
-            raise ProblemError(
-                ErrorCode.UPLOAD_004,
-                "Another request is writing this upload; retry when it has finished",
-                headers={"Retry-After": "1"},
-            )
+            raise upload_busy()
 
     async def release_lease(self, tenant_id: str, upload_id: str, owner: str) -> None:
         await self._repository_call(
@@ -342,6 +338,14 @@ def enqueue_discard(session: AsyncSession, upload: UploadSession) -> None:
         DISCARD_JOB,
         {"key": upload.storage_key, "handle": upload.storage_handle},
         tenant_id=upload.tenant_id,
+    )
+
+
+def upload_busy() -> ProblemError:
+    return ProblemError(
+        ErrorCode.UPLOAD_004,
+        "Another request is writing this upload; retry when it has finished",
+        headers={"Retry-After": "1"},
     )
 
 

@@ -8,6 +8,7 @@ at least 5 MiB). The committed offset always equals the bytes in parts plus the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -22,24 +23,27 @@ from homeport.auth.principal import Principal
 from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError, not_found
+from homeport.kit.ids import new_id
 from homeport.kit.storage import ObjectMissing, Part, StorageError
 from homeport.models.files import UploadSession
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.service import (
+    LEASE,
     Finished,
     UploadService,
     effective_chunk_size,
-    held_lease,
     sha256_hex,
     storage_unavailable,
+    upload_busy,
 )
 
 PROTOCOL = "tus"
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,expiration,checksum,termination"
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
-# Local directory: write in blocks of this size (fewer thread hops than per network read).
-FLUSH_BYTES = 1024 * 1024
+# Local directory: hash and write in blocks of this size, on worker threads, while the next
+# block arrives (small enough to overlap within a 1 MiB PATCH, large enough to keep hops few).
+FLUSH_BYTES = 256 * 1024
 _FILENAME_KEYS = ("filename", "name")
 _TYPE_KEYS = ("filetype", "type", "content_type", "mime_type")
 _HASH_KEYS = ("sha256", "checksum", "file_hash")
@@ -165,31 +169,35 @@ class TusUploads:
         stream: AsyncIterator[bytes],
         checksum: Checksum | None,
     ) -> PatchResult:
+        """Two short transactions around the body: one checks the upload and takes its lease,
+        the last commits the new offset and releases the lease (finishing clears it instead)."""
+        lease_owner = new_id()
         async with self.service.begin() as session:
             upload = await self.service.load(session, principal, upload_id, PROTOCOL)
-        self._require_usable(upload)
-        if offset != upload.offset:
-            raise ProblemError(
-                ErrorCode.UPLOAD_005,
-                f"Upload-Offset is {offset} but the upload is at {upload.offset}",
-                extra={"offset": upload.offset},
-            )
-        if upload.status == "finalized":
-            return PatchResult(upload, upload.offset, None)
-        async with held_lease(self.service, principal, upload):
-            async with self.service.begin() as session:
-                current = await UploadRepository(session).get(upload.tenant_id, upload.id)
+            self._require_usable(upload)
+            _require_offset(upload, offset)
+            if upload.status == "finalized":
+                return PatchResult(upload, upload.offset, None)
+            repository = UploadRepository(session)
+            now = utcnow()
+            if not await repository.take_lease(
+                upload.tenant_id, upload.id, lease_owner, now, now + LEASE
+            ):
+                raise upload_busy()
+            # Re-read under the lease: the writer before us may have moved the offset.
+            current = await repository.get(upload.tenant_id, upload.id)
             assert current is not None
-            if current.offset != offset or current.status != "open":
-                raise ProblemError(
-                    ErrorCode.UPLOAD_005,
-                    f"Upload-Offset is {offset} but the upload is at {current.offset}",
-                    extra={"offset": current.offset},
-                )
-            new_offset = await self._append(current, stream, checksum)
+            if current.status != "open":
+                self._require_usable(current)
+            _require_offset(current, offset)
+        try:
+            new_offset = await self._append(current, stream, checksum, lease_owner)
             finished = None
             if new_offset == current.total_size:
                 finished = await self._finish(principal, current)
+        except BaseException:
+            await self.service.release_lease(current.tenant_id, current.id, lease_owner)
+            raise
         return PatchResult(current, new_offset, finished)
 
     async def _finish(self, principal: Principal, upload: UploadSession) -> Finished:
@@ -203,11 +211,16 @@ class TusUploads:
         return await self.service.finish(principal, upload, parts, {})
 
     async def _append(
-        self, upload: UploadSession, stream: AsyncIterator[bytes], checksum: Checksum | None
+        self,
+        upload: UploadSession,
+        stream: AsyncIterator[bytes],
+        checksum: Checksum | None,
+        lease_owner: str,
     ) -> int:
-        """Stream the body into storage; commit and return the new offset. With a checksum the
-        whole body is kept only when it matches (460 otherwise); without, an interrupted body
-        keeps what arrived, as tus asks."""
+        """Stream the body into storage; commit and return the new offset, releasing the lease
+        in the same transaction unless the upload is now complete (finishing needs it). With a
+        checksum the whole body is kept only when it matches (460 otherwise); without, an
+        interrupted body keeps what arrived, as tus asks."""
         storage = self.service.storage
         digests = self.service.digests
         chunked = storage.min_part_size > 1
@@ -224,8 +237,8 @@ class TusUploads:
                 ErrorCode.UPLOAD_001, "The upload's buffered bytes are gone"
             ) from exc
         received = 0
-        flushed_end = start  # local directory: bytes written so far
         hasher: Any = CHECKSUM_ALGORITHMS[checksum.algorithm]() if checksum else None
+        writer = _BackgroundWriter(self.service, upload, start, hasher)
         new_parts: list[tuple[Part, str]] = []
         head = bytearray()  # the file's first bytes, when this body starts the file
         interrupted = False
@@ -236,12 +249,13 @@ class TusUploads:
                         continue
                     if start + received + len(block) > upload.total_size:
                         raise _TooLarge
-                    digests.feed_sequential(upload.id, start + received, block)
+                    if chunked:
+                        digests.feed_sequential(upload.id, start + received, block)
+                        if hasher is not None:
+                            hasher.update(block)
                     if start + received < HEAD_BYTES:
                         head += block[: HEAD_BYTES - start - received]
                     received += len(block)
-                    if hasher is not None:
-                        hasher.update(block)
                     buffer += block
                     if chunked:
                         while len(buffer) >= upload.chunk_size:
@@ -249,9 +263,15 @@ class TusUploads:
                                 upload, buffer, upload.chunk_size, parts_end, new_parts
                             )
                     elif len(buffer) >= FLUSH_BYTES:
-                        flushed_end = await self._write_at(upload, flushed_end, buffer)
+                        await writer.write(bytes(buffer))
+                        buffer.clear()
             except ClientDisconnect:
                 interrupted = True
+            if not chunked:
+                if buffer:
+                    await writer.write(bytes(buffer))
+                    buffer.clear()
+                await writer.wait()  # every block hashed and written
             if hasher is not None and (interrupted or hasher.digest() != checksum_of(checksum)):
                 digests.drop(upload.id)
                 raise ProblemError(
@@ -276,8 +296,6 @@ class TusUploads:
                 elif buffer:
                     await storage.put(_tail_key(upload), bytes(buffer), "application/octet-stream")
                     tail_size = len(buffer)
-            elif buffer:
-                flushed_end = await self._write_at(upload, flushed_end, buffer)
         except _TooLarge as exc:
             digests.drop(upload.id)
             raise ProblemError(
@@ -289,6 +307,8 @@ class TusUploads:
         except StorageError as exc:
             digests.drop(upload.id)
             raise storage_unavailable(exc) from exc
+        finally:
+            await writer.settle()
         async with self.service.begin() as session:
             repository = UploadRepository(session)
             for part, digest in new_parts:
@@ -296,6 +316,8 @@ class TusUploads:
             await repository.update(
                 upload.tenant_id, upload.id, offset=end, tail_size=tail_size, updated_at=utcnow()
             )
+            if end < upload.total_size:
+                await repository.release_lease(upload.tenant_id, upload.id, lease_owner)
         upload.offset, upload.tail_size = end, tail_size
         return end
 
@@ -316,20 +338,63 @@ class TusUploads:
         new_parts.append((part, sha256_hex(data)))
         return parts_end + size
 
-    async def _write_at(self, upload: UploadSession, offset: int, buffer: bytearray) -> int:
-        data = bytes(buffer)
-        buffer.clear()
-        await self.service.storage.write_part(
-            upload.storage_key, upload.storage_handle, Part(1, offset, len(data)), data
-        )
-        return offset + len(data)
-
     async def terminate(self, principal: Principal, upload_id: str) -> None:
         upload = await self.service.cancel(principal, upload_id, PROTOCOL)
         if upload.tail_size:
             # The discard job also deletes the tail; this only frees it sooner.
             with contextlib.suppress(StorageError):
                 await self.service.storage.delete(_tail_key(upload))
+
+
+class _BackgroundWriter:
+    """Local directory: each block is hashed (running file digest, Upload-Checksum) and written
+    on worker threads while the event loop receives the next one. One block is in flight at a
+    time, so digests grow and writes land in order."""
+
+    def __init__(
+        self, service: UploadService, upload: UploadSession, start: int, hasher: Any
+    ) -> None:
+        self._service = service
+        self._upload = upload
+        self._hasher = hasher
+        self._offset = start
+        self._pending: asyncio.Future[tuple[None, Part]] | None = None
+
+    async def write(self, data: bytes) -> None:
+        await self.wait()
+        offset, self._offset = self._offset, self._offset + len(data)
+        upload = self._upload
+
+        def digest() -> None:
+            self._service.digests.feed_sequential(upload.id, offset, data)
+            if self._hasher is not None:
+                self._hasher.update(data)
+
+        self._pending = asyncio.gather(
+            asyncio.to_thread(digest),
+            self._service.storage.write_part(
+                upload.storage_key, upload.storage_handle, Part(1, offset, len(data)), data
+            ),
+        )
+
+    async def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending
+
+    async def settle(self) -> None:
+        """Wait for a block still in flight when the body failed (its error is not news)."""
+        with contextlib.suppress(Exception):
+            await self.wait()
+
+
+def _require_offset(upload: UploadSession, offset: int) -> None:
+    if offset != upload.offset:
+        raise ProblemError(
+            ErrorCode.UPLOAD_005,
+            f"Upload-Offset is {offset} but the upload is at {upload.offset}",
+            extra={"offset": upload.offset},
+        )
 
 
 def checksum_of(checksum: Checksum | None) -> bytes:

@@ -133,9 +133,7 @@ async def tus_create(
     tus = TusUploads(service)
     checksum = parse_checksum(upload_checksum)
     upload = await tus.create(principal, length, parse_metadata(upload_metadata))
-    base = public_base_url(
-        request.scope, service.settings.public_url, bool(service.settings.trusted_proxies)
-    )
+    base = public_base_url(request.scope, service.settings.public_url)
     headers = _tus_headers(upload)
     headers["Location"] = f"{base}{TUS_PREFIX}/{upload.id}"
     if content_type == OFFSET_TYPE:

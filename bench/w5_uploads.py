@@ -1,0 +1,359 @@
+"""W5 (uploads): one 32 MiB file, in 1 MiB and in 8 MiB chunks, by the REST chunk protocol
+(init, chunks, finalize) and by tus (create, one PATCH per chunk), local directory, SQLite.
+
+MiB/s is the file size over the wall time of the whole upload, from init/creation to the
+answer that names the finished file (so finalize and its whole-file check are included);
+median of --runs runs, each with new random bytes (no dedupe shortcut). The client's own
+SHA-256 of the chunks and the file is computed before the clock starts (a phone hashes while it
+reads the file; this measures the server). Each case also reports the server process's CPU
+time per MiB (median), which other load on the machine does not distort. The resume case
+uploads half, then a new client (new connections) asks where the upload stands (REST status /
+tus HEAD) and sends the rest; MiB/s of the whole.
+
+Run: .venv/bin/python -m bench.w5_uploads [--size-mib 32] [--chunk-mib 1,8] [--runs 3]
+     [--only tus_] [--profile-seconds N --profile-out FILE]  (py-spy records the server N s)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.server import init_tenant, running_server
+
+PASSWORD = "bench-password-123"
+EMAIL = "bench@example.com"
+MIB = 1024 * 1024
+TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
+PATCH_HEADERS = {**TUS_HEADERS, "Content-Type": "application/offset+octet-stream"}
+
+
+@dataclass(frozen=True)
+class Payload:
+    data: bytes
+    chunk_size: int
+    file_hash: str
+    chunk_hashes: list[str]
+
+    @classmethod
+    def random(cls, size: int, chunk_size: int) -> Payload:
+        data = os.urandom(size)
+        chunks = [data[start : start + chunk_size] for start in range(0, size, chunk_size)]
+        return cls(
+            data,
+            chunk_size,
+            hashlib.sha256(data).hexdigest(),
+            [hashlib.sha256(chunk).hexdigest() for chunk in chunks],
+        )
+
+    def chunk(self, index: int) -> bytes:
+        return self.data[index * self.chunk_size : (index + 1) * self.chunk_size]
+
+    @property
+    def count(self) -> int:
+        return len(self.chunk_hashes)
+
+
+def _check(response: httpx.Response, status: int) -> httpx.Response:
+    if response.status_code != status:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path}: "
+            f"{response.status_code} {response.text[:300]}"
+        )
+    return response
+
+
+# REST chunk protocol
+
+
+async def rest_init(client: httpx.AsyncClient, payload: Payload, name: str) -> str:
+    created = await client.post(
+        "/api/v1/uploads/init",
+        json={
+            "filename": name,
+            "total_size": len(payload.data),
+            "mime_type": "application/octet-stream",
+            "file_hash": payload.file_hash,
+            "chunk_size": payload.chunk_size,
+        },
+    )
+    body = _check(created, 201).json()
+    assert body["chunk_size"] == payload.chunk_size, body
+    return str(body["upload_id"])
+
+
+async def rest_chunks(
+    client: httpx.AsyncClient, payload: Payload, upload_id: str, indexes: list[int]
+) -> None:
+    for index in indexes:
+        _check(
+            await client.post(
+                f"/api/v1/uploads/{upload_id}/chunk/{index}",
+                content=payload.chunk(index),
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "X-Chunk-Checksum": payload.chunk_hashes[index],
+                },
+            ),
+            200,
+        )
+
+
+async def rest_finalize(client: httpx.AsyncClient, payload: Payload, upload_id: str) -> None:
+    body = _check(await client.post(f"/api/v1/uploads/{upload_id}/finalize"), 200).json()
+    assert body["checksum"] == payload.file_hash, body
+    assert body["file_size"] == len(payload.data), body
+
+
+async def rest_upload(client: httpx.AsyncClient, payload: Payload, name: str) -> None:
+    upload_id = await rest_init(client, payload, name)
+    await rest_chunks(client, payload, upload_id, list(range(payload.count)))
+    await rest_finalize(client, payload, upload_id)
+
+
+async def rest_resume(
+    new_client: Callable[[], httpx.AsyncClient], payload: Payload, name: str
+) -> None:
+    half = payload.count // 2
+    async with new_client() as first:
+        upload_id = await rest_init(first, payload, name)
+        await rest_chunks(first, payload, upload_id, list(range(half)))
+    async with new_client() as second:  # the app was killed; a new one asks what is missing
+        status = _check(await second.get(f"/api/v1/uploads/{upload_id}/status"), 200).json()
+        assert len(status["missing_chunks"]) == payload.count - half, status
+        await rest_chunks(second, payload, upload_id, status["missing_chunks"])
+        await rest_finalize(second, payload, upload_id)
+
+
+# tus
+
+
+def _metadata(name: str) -> str:
+    return ",".join(
+        f"{key} {base64.b64encode(value.encode()).decode()}"
+        for key, value in {"filename": name, "filetype": "application/octet-stream"}.items()
+    )
+
+
+async def tus_create(client: httpx.AsyncClient, payload: Payload, name: str) -> str:
+    created = await client.post(
+        "/api/v1/tus/",
+        headers={
+            **TUS_HEADERS,
+            "Upload-Length": str(len(payload.data)),
+            "Upload-Metadata": _metadata(name),
+        },
+    )
+    return str(_check(created, 201).headers["Location"])
+
+
+async def tus_patches(
+    client: httpx.AsyncClient, payload: Payload, url: str, offset: int, stop: int | None = None
+) -> httpx.Response | None:
+    last = None
+    while offset < (len(payload.data) if stop is None else stop):
+        block = payload.data[offset : offset + payload.chunk_size]
+        last = _check(
+            await client.patch(
+                url, content=block, headers={**PATCH_HEADERS, "Upload-Offset": str(offset)}
+            ),
+            204,
+        )
+        offset = int(last.headers["Upload-Offset"])
+    return last
+
+
+def _finished(last: httpx.Response | None) -> None:
+    assert last is not None
+    assert "Homeport-File-Id" in last.headers, last.headers
+
+
+async def tus_upload(client: httpx.AsyncClient, payload: Payload, name: str) -> None:
+    url = await tus_create(client, payload, name)
+    _finished(await tus_patches(client, payload, url, 0))
+
+
+async def tus_resume(
+    new_client: Callable[[], httpx.AsyncClient], payload: Payload, name: str
+) -> None:
+    half = (payload.count // 2) * payload.chunk_size
+    async with new_client() as first:
+        url = await tus_create(first, payload, name)
+        await tus_patches(first, payload, url, 0, stop=half)
+    async with new_client() as second:
+        head = _check(await second.head(url, headers=TUS_HEADERS), 200)
+        offset = int(head.headers["Upload-Offset"])
+        assert offset == half, (offset, half)
+        _finished(await tus_patches(second, payload, url, offset))
+
+
+# Measuring
+
+
+def _client_factory(base_url: str, token: str) -> Callable[[], httpx.AsyncClient]:
+    # Built once: a TLS context per client (unused on http://) would cost the resume case
+    # milliseconds of client-side certificate loading.
+    tls = ssl.create_default_context()
+
+    def new_client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=base_url,
+            verify=tls,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+        )
+
+    return new_client
+
+
+async def _login(base_url: str) -> str:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        login = await client.post(
+            "/api/v1/auth/login",
+            json={"email": EMAIL, "password": PASSWORD, "device_id": "bench-uploader"},
+        )
+        return str(_check(login, 200).json()["access_token"])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): robust to other load on the
+    machine, unlike wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _measure(
+    run: Callable[[Payload, str], Awaitable[None]],
+    size: int,
+    chunk_size: int,
+    runs: int,
+    tag: str,
+    server_pid: int,
+) -> tuple[list[float], list[float]]:
+    rates, cpu = [], []
+    for number in range(runs):
+        payload = Payload.random(size, chunk_size)
+        cpu_before = cpu_seconds(server_pid)
+        started = time.perf_counter()
+        await run(payload, f"{tag}-{number}.bin")
+        rates.append(size / MIB / (time.perf_counter() - started))
+        cpu.append((cpu_seconds(server_pid) - cpu_before) * 1000 / (size / MIB))
+    return rates, cpu
+
+
+async def _all(
+    base_url: str, server_pid: int, size: int, chunk_sizes: list[int], runs: int, only: str
+) -> dict[str, object]:
+    new_client = _client_factory(base_url, await _login(base_url))
+    results: dict[str, object] = {}
+    async with new_client() as client:
+        # One unmeasured upload warms the server (imports, connection pool, SQLite pages).
+        await rest_upload(client, Payload.random(2 * MIB, MIB), "warm.bin")
+        for chunk_size in chunk_sizes:
+            label = f"{chunk_size // MIB}MiB"
+            cases: dict[str, Callable[[Payload, str], Awaitable[None]]] = {
+                f"rest_{label}": lambda payload, name: rest_upload(client, payload, name),
+                f"tus_{label}": lambda payload, name: tus_upload(client, payload, name),
+                f"rest_resume_{label}": lambda payload, name: rest_resume(
+                    new_client, payload, name
+                ),
+                f"tus_resume_{label}": lambda payload, name: tus_resume(new_client, payload, name),
+            }
+            for case, run in cases.items():
+                if only and only not in case:
+                    continue
+                rates, cpu = await _measure(run, size, chunk_size, runs, case, server_pid)
+                results[case] = {
+                    "mib_per_s": round(statistics.median(rates), 1),
+                    "runs": [round(rate, 1) for rate in rates],
+                    "server_cpu_ms_per_mib": round(statistics.median(cpu), 2),
+                }
+    return results
+
+
+@contextlib.contextmanager
+def _profiling(pid: int, seconds: int, output: Path) -> Iterator[None]:
+    if seconds <= 0:
+        yield
+        return
+    py_spy = Path(sys.executable).with_name("py-spy")
+    recorder = subprocess.Popen(
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        recorder.wait(timeout=seconds + 60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=32)
+    parser.add_argument("--chunk-mib", default="1,8")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="", help="run only the cases whose name has this")
+    parser.add_argument("--profile-seconds", type=int, default=0)
+    parser.add_argument("--profile-out", type=Path, default=Path("w5-profile.txt"))
+    args = parser.parse_args()
+    size = args.size_mib * MIB
+    chunk_sizes = [int(float(mib) * MIB) for mib in args.chunk_mib.split(",")]
+    limits = {
+        "rate_limit_upload_init": "1000000/minute",
+        "rate_limit_upload_chunk": "1000000/minute",
+        "uploads_max_chunk_bytes": str(max(chunk_sizes)),
+    }
+    with running_server(**limits) as server:
+        init_tenant(server, EMAIL, PASSWORD, "bench")
+        with _profiling(server.pid, args.profile_seconds, args.profile_out):
+            results = asyncio.run(
+                _all(server.base_url, server.pid, size, chunk_sizes, args.runs, args.only)
+            )
+    print(
+        json.dumps(
+            {
+                "workload": "W5 uploads",
+                "database": "sqlite",
+                "storage": "fs",
+                "file_mib": args.size_mib,
+                "runs": args.runs,
+                "cpus": os.cpu_count(),
+                "results": results,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
