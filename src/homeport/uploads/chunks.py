@@ -16,7 +16,6 @@ from homeport.uploads.schemas import UploadInit
 from homeport.uploads.service import (
     Finished,
     UploadService,
-    digest_off_loop,
     effective_chunk_size,
     held_lease,
     progress,
@@ -91,16 +90,22 @@ class ChunkUploads:
                 ErrorCode.UPLOAD_001,
                 f"Chunk {index} must be {expected} bytes, got {len(data)}",
             )
-        digest = await digest_off_loop(data)
+        offset = index * upload.chunk_size
+        digest = await self.service.digests.hash_part(upload.id, offset, index + 1, data)
         if digest != checksum.lower():
+            self.service.digests.drop(upload.id)
             raise ProblemError(
                 ErrorCode.UPLOAD_002,
                 f"Chunk {index} does not match its X-Chunk-Checksum; nothing was kept",
                 extra={"chunk_index": index},
             )
         if index == 0:
-            self.service.check_head(upload, data[:HEAD_BYTES])
-        part = Part(number=index + 1, offset=index * upload.chunk_size, size=len(data))
+            try:
+                self.service.check_head(upload, data[:HEAD_BYTES])
+            except ProblemError:
+                self.service.digests.drop(upload.id)
+                raise
+        part = Part(number=index + 1, offset=offset, size=len(data))
         try:
             part = await self.service.storage.write_part(
                 upload.storage_key, upload.storage_handle, part, data
@@ -109,14 +114,13 @@ class ChunkUploads:
             raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
         except StorageError as exc:
             raise storage_unavailable(exc) from exc
-        self.service.digests.feed(upload.id, part.offset, data, part.number, digest)
         async with self.service.begin() as session:
             repository = UploadRepository(session)
-            current = await repository.get(principal.tenant_id, upload_id)
-            assert current is not None
-            self.service.require_open(current, utcnow())
             await repository.save_part(upload.tenant_id, upload.id, part, digest)
-            received = await repository.count_parts(upload.tenant_id, upload.id)
+            # Checked after the insert, in its transaction: a cancel or expiry in between
+            # rolls the part back and is answered.
+            status, expires_at, received = await repository.progress(upload.tenant_id, upload.id)
+            self.service.require_status(status, expires_at, utcnow())
         return ChunkResult(
             chunk_index=index,
             remaining_chunks=upload.total_chunks - received,

@@ -5,6 +5,7 @@ when it provably covers exactly the stored bytes; otherwise the file is hashed f
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ class _Digest:
     hasher: Any = field(default_factory=hashlib.sha256)
     # sha256 of each consumed part, by part number: a re-sent part must match what was hashed.
     parts: dict[int, str] = field(default_factory=dict)
+    # Updates of the running hasher happen one after the other, in file order.
+    order: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class RunningDigests:
@@ -24,24 +27,35 @@ class RunningDigests:
         self._entries: OrderedDict[str, _Digest] = OrderedDict()
         self._max_entries = max_entries
 
-    def feed(self, upload_id: str, offset: int, data: bytes, part: int, part_sha256: str) -> None:
-        """Bytes stored at ``offset`` as part ``part`` (a REST chunk, or a tus write)."""
+    async def hash_part(self, upload_id: str, offset: int, part: int, data: bytes) -> str:
+        """SHA-256 of a REST chunk stored at ``offset``; when it continues the whole-file
+        digest, that digest takes it in too, in the same worker-thread pass (the event loop
+        stays free). The caller drops the digest when the chunk is then refused."""
         entry = self._entries.get(upload_id)
-        if entry is None:
-            if offset != 0:
-                return
+        if entry is None and offset == 0:
             entry = self._entries[upload_id] = _Digest()
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
+        if entry is None or offset > entry.offset:
+            # Not (yet) next in the file: this digest stops growing, it stays valid.
+            return await _sha256_off_loop(data)
         self._entries.move_to_end(upload_id)
-        if offset == entry.offset:
-            entry.hasher.update(data)
-            entry.offset += len(data)
-            entry.parts[part] = part_sha256
-        elif offset > entry.offset:
-            return  # a later part arrived first: this digest stops growing, it stays valid
-        elif entry.parts.get(part) != part_sha256:
-            self.drop(upload_id)  # bytes already hashed were replaced
+        if offset < entry.offset:
+            digest = await _sha256_off_loop(data)
+            if entry.parts.get(part) != digest:
+                self.drop(upload_id)  # bytes already hashed were replaced
+            return digest
+        entry.offset += len(data)  # claimed: a following chunk continues after this one
+        hasher = entry.hasher
+
+        def both() -> str:
+            hasher.update(data)
+            return hashlib.sha256(data).hexdigest()
+
+        async with entry.order:
+            digest = await asyncio.to_thread(both)
+        entry.parts[part] = digest
+        return digest
 
     def feed_sequential(self, upload_id: str, offset: int, data: bytes) -> None:
         """Bytes appended at ``offset`` (tus): the digest grows only along the file."""
@@ -69,3 +83,10 @@ class RunningDigests:
 
     def drop(self, upload_id: str) -> None:
         self._entries.pop(upload_id, None)
+
+
+async def _sha256_off_loop(data: bytes) -> str:
+    """hashlib releases the GIL on large inputs: hash big chunks on a worker thread."""
+    if len(data) < 256 * 1024:
+        return hashlib.sha256(data).hexdigest()
+    return await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())

@@ -114,13 +114,20 @@ class UploadRepository:
         )
         return [int(number) for number in result.scalars()]
 
-    async def count_parts(self, tenant_id: str, upload_id: str) -> int:
-        result = await self.session.execute(
-            tenant_select_columns(UploadPart, tenant_id, func.count()).where(
-                UploadPart.upload_id == upload_id
-            )
+    async def progress(self, tenant_id: str, upload_id: str) -> tuple[str, datetime, int]:
+        """Status, expiry and number of received parts, in one query (the chunk hot path)."""
+        parts = (
+            tenant_select_columns(UploadPart, tenant_id, func.count())
+            .where(UploadPart.upload_id == upload_id)
+            .scalar_subquery()
         )
-        return int(result.scalar_one())
+        result = await self.session.execute(
+            tenant_select_columns(
+                UploadSession, tenant_id, UploadSession.status, UploadSession.expires_at, parts
+            ).where(UploadSession.id == upload_id)
+        )
+        status, expires_at, count = result.one()
+        return str(status), expires_at, int(count)
 
     async def set_part_tokens(self, tenant_id: str, upload_id: str, tokens: dict[int, str]) -> None:
         for number, token in tokens.items():

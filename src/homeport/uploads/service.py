@@ -57,13 +57,6 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def digest_off_loop(data: bytes) -> str:
-    """hashlib releases the GIL on large inputs: hash big chunks on a worker thread."""
-    if len(data) < 256 * 1024:
-        return sha256_hex(data)
-    return await asyncio.to_thread(sha256_hex, data)
-
-
 def progress(done: int, total: int) -> float:
     return 100.0 if total == 0 else round(100.0 * done / total, 2)
 
@@ -107,11 +100,15 @@ class UploadService:
 
     @staticmethod
     def require_open(upload: UploadSession, now: datetime) -> None:
-        if upload.status == "cancelled":
+        UploadService.require_status(upload.status, upload.expires_at, now)
+
+    @staticmethod
+    def require_status(status: str, expires_at: datetime, now: datetime) -> None:
+        if status == "cancelled":
             raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled")
-        if upload.status == "expired" or (upload.status == "open" and upload.expires_at <= now):
+        if status == "expired" or (status == "open" and expires_at <= now):
             raise ProblemError(ErrorCode.UPLOAD_003, "This upload expired; start a new one")
-        if upload.status == "finalized":
+        if status == "finalized":
             raise ProblemError(ErrorCode.VALIDATION_003, "This upload is already finished")
 
     def check_total_size(self, total_size: int) -> None:
