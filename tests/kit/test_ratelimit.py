@@ -433,7 +433,7 @@ async def test_unreachable_redis_lets_requests_through(database_url: str, tmp_pa
     assert ready.headers["content-type"] == "application/problem+json"
     body = ready.json()
     assert body["code"] == "UNAVAILABLE"
-    assert body["checks"] == {"database": "ok", "redis": "failed"}
+    assert body["checks"] == {"database": "ok", "redis": "failed", "storage": "ok"}
     assert "redis" in body["detail"]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from ipaddress import ip_address, ip_network
 from collections.abc import Awaitable, Callable
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
