@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from homeport.auth.principal import Principal
@@ -11,6 +12,7 @@ from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.storage import ObjectMissing, Part, StorageError
 from homeport.models.files import StoredFile, UploadSession
+from homeport.uploads.digests import PartTooLarge
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.schemas import UploadInit
 from homeport.uploads.service import (
@@ -69,7 +71,12 @@ class ChunkUploads:
         return upload
 
     async def put_chunk(
-        self, principal: Principal, upload_id: str, index: int, data: bytes, checksum: str | None
+        self,
+        principal: Principal,
+        upload_id: str,
+        index: int,
+        body: AsyncIterator[bytes],
+        checksum: str | None,
     ) -> ChunkResult:
         if checksum is None or len(checksum) != 64:
             raise ProblemError(
@@ -78,6 +85,9 @@ class ChunkUploads:
             )
         async with self.service.begin() as session:
             upload = await self.service.load(session, principal, upload_id, PROTOCOL)
+            resent = await UploadRepository(session).has_part(
+                upload.tenant_id, upload.id, index + 1
+            )
         self.service.require_open(upload, utcnow())
         if not 0 <= index < upload.total_chunks:
             raise ProblemError(
@@ -85,13 +95,31 @@ class ChunkUploads:
                 f"chunk_index must be between 0 and {upload.total_chunks - 1}",
             )
         expected = expected_chunk_size(upload, index)
-        if len(data) != expected:
-            raise ProblemError(
-                ErrorCode.UPLOAD_001,
-                f"Chunk {index} must be {expected} bytes, got {len(data)}",
-            )
         offset = index * upload.chunk_size
-        digest = await self.service.digests.hash_part(upload.id, offset, index + 1, data)
+        wrong_size = ProblemError(ErrorCode.UPLOAD_001, f"Chunk {index} must be {expected} bytes")
+        storage = self.service.storage
+        # A local file takes a chunk sent for the first time while it arrives; a re-sent one
+        # (or an S3 part, written whole) only once verified, so good bytes are never replaced
+        # by bad ones. Bytes of a refused first send sit where no part is recorded.
+        streams_in = storage.min_part_size == 1 and not resent
+
+        async def write_block(position: int, block: bytes) -> None:
+            where = Part(number=index + 1, offset=offset + position, size=len(block))
+            await storage.write_part(upload.storage_key, upload.storage_handle, where, block)
+
+        try:
+            data, digest = await self.service.digests.read_part(
+                upload.id, offset, index + 1, body, expected, write_block if streams_in else None
+            )
+        except PartTooLarge as exc:
+            raise wrong_size from exc
+        except ObjectMissing as exc:
+            raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
+        except StorageError as exc:
+            raise storage_unavailable(exc) from exc
+        if len(data) != expected:
+            self.service.digests.drop(upload.id)
+            raise wrong_size
         if digest != checksum.lower():
             self.service.digests.drop(upload.id)
             raise ProblemError(
@@ -107,9 +135,10 @@ class ChunkUploads:
                 raise
         part = Part(number=index + 1, offset=offset, size=len(data))
         try:
-            part = await self.service.storage.write_part(
-                upload.storage_key, upload.storage_handle, part, data
-            )
+            if not streams_in:
+                part = await storage.write_part(
+                    upload.storage_key, upload.storage_handle, part, data
+                )
         except ObjectMissing as exc:
             raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
         except StorageError as exc:

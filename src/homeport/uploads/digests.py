@@ -6,10 +6,15 @@ when it provably covers exactly the stored bytes; otherwise the file is hashed f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# Receives each block of a part with its offset within the part (e.g. writes it to a file).
+Sink = Callable[[int, bytes], Awaitable[object]]
 
 
 @dataclass
@@ -27,35 +32,45 @@ class RunningDigests:
         self._entries: OrderedDict[str, _Digest] = OrderedDict()
         self._max_entries = max_entries
 
-    async def hash_part(self, upload_id: str, offset: int, part: int, data: bytes) -> str:
-        """SHA-256 of a REST chunk stored at ``offset``; when it continues the whole-file
-        digest, that digest takes it in too, in the same worker-thread pass (the event loop
-        stays free). The caller drops the digest when the chunk is then refused."""
+    async def read_part(
+        self,
+        upload_id: str,
+        offset: int,
+        part: int,
+        body: AsyncIterator[bytes],
+        limit: int,
+        sink: Sink | None = None,
+    ) -> tuple[bytes, str]:
+        """Read a REST chunk that will be stored at ``offset`` and return it with its
+        SHA-256. Hashing runs on a worker thread, block by block, while the next block
+        arrives; when the chunk continues the whole-file digest, that digest takes it in the
+        same pass. ``sink`` (if given) gets each block with its offset within the part, in
+        order, in the same pipeline (a local file writes while the next block arrives). Raises
+        :class:`PartTooLarge` past ``limit`` bytes; any failure (or a checksum the caller then
+        refuses, see :meth:`drop`) leaves no half-fed digest."""
         entry = self._entries.get(upload_id)
         if entry is None and offset == 0:
             entry = self._entries[upload_id] = _Digest()
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
-        if entry is None or offset > entry.offset:
-            # Not (yet) next in the file: this digest stops growing, it stays valid.
-            return await _sha256_off_loop(data)
-        self._entries.move_to_end(upload_id)
-        if offset < entry.offset:
-            digest = await _sha256_off_loop(data)
-            if entry.parts.get(part) != digest:
-                self.drop(upload_id)  # bytes already hashed were replaced
-            return digest
-        entry.offset += len(data)  # claimed: a following chunk continues after this one
-        hasher = entry.hasher
-
-        def both() -> str:
-            hasher.update(data)
-            return hashlib.sha256(data).hexdigest()
-
-        async with entry.order:
-            digest = await asyncio.to_thread(both)
-        entry.parts[part] = digest
-        return digest
+        continues = entry is not None and offset == entry.offset
+        if entry is not None:
+            self._entries.move_to_end(upload_id)
+        running = entry.hasher if continues and entry is not None else None
+        lock = entry.order if continues and entry is not None else asyncio.Lock()
+        async with lock:
+            try:
+                data, digest = await _read_hashing(body, limit, running, sink)
+            except BaseException:
+                if running is not None:
+                    self.drop(upload_id)
+                raise
+        if entry is not None and running is not None:
+            entry.offset += len(data)
+            entry.parts[part] = digest
+        elif entry is not None and offset < entry.offset and entry.parts.get(part) != digest:
+            self.drop(upload_id)  # bytes already hashed were replaced
+        return data, digest
 
     def feed_sequential(self, upload_id: str, offset: int, data: bytes) -> None:
         """Bytes appended at ``offset`` (tus): the digest grows only along the file."""
@@ -85,8 +100,52 @@ class RunningDigests:
         self._entries.pop(upload_id, None)
 
 
-async def _sha256_off_loop(data: bytes) -> str:
-    """hashlib releases the GIL on large inputs: hash big chunks on a worker thread."""
-    if len(data) < 256 * 1024:
-        return hashlib.sha256(data).hexdigest()
-    return await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+class PartTooLarge(Exception):
+    pass
+
+
+HASH_BLOCK = 256 * 1024
+
+
+async def _read_hashing(
+    body: AsyncIterator[bytes], limit: int, running: Any, sink: Sink | None
+) -> tuple[bytes, str]:
+    chunk = hashlib.sha256()
+    buffer = bytearray()
+    hashed = 0
+    pending: asyncio.Future[Any] | None = None
+
+    def update(block: bytes) -> None:
+        chunk.update(block)
+        if running is not None:
+            running.update(block)
+
+    def step(position: int, block: bytes) -> asyncio.Future[Any]:
+        hashing = asyncio.to_thread(update, block)
+        if sink is None:
+            return asyncio.ensure_future(hashing)
+        return asyncio.gather(hashing, sink(position, block))
+
+    try:
+        async for piece in body:
+            buffer += piece
+            if len(buffer) > limit:
+                raise PartTooLarge
+            if len(buffer) - hashed >= HASH_BLOCK:
+                if pending is not None:
+                    await pending
+                block = bytes(buffer[hashed:])
+                pending = step(hashed, block)
+                hashed = len(buffer)
+        if pending is not None:
+            await pending
+            pending = None
+        if hashed < len(buffer):
+            pending = step(hashed, bytes(buffer[hashed:]))
+            await pending
+            pending = None
+    finally:
+        if pending is not None:
+            with contextlib.suppress(BaseException):
+                await pending
+    return bytes(buffer), chunk.hexdigest()

@@ -80,9 +80,8 @@ async def put_chunk(
         Header(alias="X-Chunk-Checksum", description="SHA-256 (hex) of this chunk."),
     ] = None,
 ) -> ChunkAccepted:
-    data = await request.body()
     result = await ChunkUploads(service).put_chunk(
-        principal, upload_id, chunk_index, data, checksum
+        principal, upload_id, chunk_index, request.stream(), checksum
     )
     return ChunkAccepted(
         uploaded=True,

@@ -114,6 +114,14 @@ class UploadRepository:
         )
         return [int(number) for number in result.scalars()]
 
+    async def has_part(self, tenant_id: str, upload_id: str, number: int) -> bool:
+        result = await self.session.execute(
+            tenant_select_columns(UploadPart, tenant_id, UploadPart.number).where(
+                UploadPart.upload_id == upload_id, UploadPart.number == number
+            )
+        )
+        return result.first() is not None
+
     async def progress(self, tenant_id: str, upload_id: str) -> tuple[str, datetime, int]:
         """Status, expiry and number of received parts, in one query (the chunk hot path)."""
         parts = (
