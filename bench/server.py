@@ -16,6 +16,22 @@ from pathlib import Path
 
 import httpx
 
+# The benchmark tenant's owner, and the work-order records several workloads use.
+EMAIL = "bench@example.com"
+PASSWORD = "bench-password-123"
+WORK_ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"enum": ["open", "assigned", "done"]},
+        "site": {"type": "string"},
+        "priority": {"type": "integer"},
+        "notes": {"type": "string"},
+    },
+    "required": ["title", "status"],
+}
+
 
 @dataclass(frozen=True)
 class Server:

@@ -22,23 +22,17 @@ from pathlib import Path
 import httpx
 from homeport_client import HomeportClient
 
-from bench.server import fresh_postgres, init_tenant, running_server
+from bench.server import (
+    EMAIL,
+    PASSWORD,
+    WORK_ORDER_SCHEMA,
+    fresh_postgres,
+    init_tenant,
+    running_server,
+)
 
-PASSWORD = "bench-password-123"
-EMAIL = "bench@example.com"
 COLLECTION = "work_orders"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"enum": ["open", "assigned", "done"]},
-        "site": {"type": "string"},
-        "priority": {"type": "integer"},
-        "notes": {"type": "string"},
-    },
-    "required": ["title", "status"],
-}
+SCHEMA = WORK_ORDER_SCHEMA
 
 
 def _record(number: int) -> dict[str, object]:

@@ -24,24 +24,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from bench.server import fresh_postgres, init_tenant, running_server
+from bench.server import (
+    EMAIL,
+    PASSWORD,
+    WORK_ORDER_SCHEMA,
+    fresh_postgres,
+    init_tenant,
+    running_server,
+)
 
-PASSWORD = "bench-password-123"
-EMAIL = "bench@example.com"
 COLLECTION = "orders"
 PATH = f"/api/v1/collections/{COLLECTION}/records"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"enum": ["open", "assigned", "done"]},
-        "site": {"type": "string"},
-        "priority": {"type": "integer"},
-        "notes": {"type": "string"},
-    },
-    "required": ["title", "status"],
-}
+SCHEMA = WORK_ORDER_SCHEMA
 
 
 def _record(client: int, number: int) -> dict[str, object]:

@@ -26,23 +26,18 @@ import uuid
 
 import httpx
 
-from bench.server import fresh_postgres, init_tenant, running_server
+from bench.server import (
+    EMAIL,
+    PASSWORD,
+    WORK_ORDER_SCHEMA,
+    fresh_postgres,
+    init_tenant,
+    running_server,
+)
 
-PASSWORD = "bench-password-123"
-EMAIL = "bench@example.com"
 COLLECTION = "work_orders"
 PLAIN_COLLECTION = "work_orders_plain"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "title": {"type": "string"},
-        "status": {"enum": ["open", "assigned", "done"]},
-        "site": {"type": "string"},
-        "priority": {"type": "integer"},
-        "notes": {"type": "string"},
-    },
-    "required": ["title", "status"],
-}
+SCHEMA = WORK_ORDER_SCHEMA
 VERBS = ["Replace", "Inspect", "Clean", "Repair", "Install", "Calibrate", "Tighten", "Lubricate"]
 PARTS = [
     "filter",
