@@ -355,3 +355,33 @@ async def test_size_limit_and_bad_init_bodies(upload_harness: Harness) -> None:
         "/api/v1/uploads/init", json={"filename": "a", "total_size": 1, "file_hash": "0" * 64}
     )
     assert anonymous.status_code == 401
+
+
+async def test_image_variants_on_both_backends(uploader: Uploader) -> None:
+    import io
+
+    from PIL import Image
+
+    picture = Image.new("RGB", (900, 600), "orange")
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    png = buffer.getvalue()
+    upload = await uploader.init(png, filename="site.png", mime_type="image/png")
+    await uploader.send_all(upload, png)
+    final = await uploader.finalize(upload["upload_id"])
+    assert final.status_code == 200, final.text
+    await run_jobs(uploader.harness)
+    body = (
+        await uploader.client.get(
+            f"/api/v1/files/{final.json()['file_id']}", headers=uploader.headers
+        )
+    ).json()
+    assert body["image"] == {"width": 900, "height": 600, "variants_status": "ready"}
+    large = next(v for v in body["variants"] if (v["name"], v["format"]) == ("large", "webp"))
+    assert (large["width"], large["height"]) == (900, 600)
+    thumbnail = next(
+        v for v in body["variants"] if (v["name"], v["format"]) == ("thumbnail", "jpeg")
+    )
+    downloaded = await uploader.download(thumbnail["url"])
+    assert downloaded.status_code == 200
+    assert Image.open(io.BytesIO(downloaded.content)).size == (150, 100)
