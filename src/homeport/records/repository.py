@@ -10,6 +10,7 @@ bound parameter.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -67,29 +68,29 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-class _Dialect:
+class _Dialect(ABC):
     """The JSON expressions of one database."""
 
-    def value(self, field: str) -> ColumnElement[Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def value(self, field: str) -> ColumnElement[Any]: ...
 
-    def json_type(self, field: str) -> ColumnElement[Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def json_type(self, field: str) -> ColumnElement[Any]: ...
 
-    def bind(self, value: Any) -> ColumnElement[Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def bind(self, value: Any) -> ColumnElement[Any]: ...
 
-    def types(self, value: Any) -> tuple[str, ...]:
-        raise NotImplementedError
+    @abstractmethod
+    def types(self, value: Any) -> tuple[str, ...]: ...
 
-    def is_null(self, field: str) -> ColumnElement[bool]:
-        raise NotImplementedError
+    @abstractmethod
+    def is_null(self, field: str) -> ColumnElement[bool]: ...
 
-    def contains_text(self, field: str, text: str) -> ColumnElement[bool]:
-        raise NotImplementedError
+    @abstractmethod
+    def contains_text(self, field: str, text: str) -> ColumnElement[bool]: ...
 
-    def contains_element(self, field: str, element: Any) -> ColumnElement[bool]:
-        raise NotImplementedError
+    @abstractmethod
+    def contains_element(self, field: str, element: Any) -> ColumnElement[bool]: ...
 
     def compare(self, flt: Filter) -> ColumnElement[bool]:
         """The filter as a condition that is never NULL."""
