@@ -162,7 +162,7 @@ async def upload_inline_image(
     extension = mime_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")
     async with unit_of_work(state) as session:
         service = FileService(session, settings, state.secret_key)
-        stored = await service.adopt(
+        stored, _ = await service.adopt(
             principal.tenant_id,
             Owner.of(principal),
             Content(key, len(data), digest, mime_type, info.width, info.height),

@@ -110,9 +110,10 @@ class FileService:
         filename: str,
         access: str,
         upload_id: str | None,
-    ) -> StoredFile:
-        """Make verified bytes a file. When the tenant already stores these bytes the new copy
-        is deleted (after commit) and the file links the existing blob."""
+    ) -> tuple[StoredFile, bool]:
+        """Make verified bytes a file; also says whether they were a duplicate. When the
+        tenant already stores these bytes the new copy is deleted (after commit) and the file
+        links the existing blob."""
         now = utcnow()
         wants_variants = content.mime_type in VARIANT_SOURCE_TYPES
         blob = await self.repository.insert_blob_unless_present(
@@ -128,7 +129,8 @@ class FileService:
                 "created_at": now,
             }
         )
-        if blob.storage_key != content.storage_key:
+        deduplicated = blob.storage_key != content.storage_key
+        if deduplicated:
             enqueue(
                 self.session, DELETE_OBJECT_JOB, {"key": content.storage_key}, tenant_id=tenant_id
             )
@@ -154,7 +156,7 @@ class FileService:
             created_at=now,
         )
         self.repository.add_file(stored)
-        return stored
+        return stored, deduplicated
 
     async def view(self, principal: Principal, file_id: str) -> FileView:
         stored = await self.repository.get_file(principal.tenant_id, file_id)

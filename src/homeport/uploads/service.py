@@ -241,7 +241,7 @@ class UploadService:
             )
         async with self.begin() as session:
             files = FileService(session, self.settings, self.secret_key)
-            stored = await files.adopt(
+            stored, deduplicated = await files.adopt(
                 upload.tenant_id,
                 Owner.of(principal),
                 Content(
@@ -256,7 +256,6 @@ class UploadService:
                 access=upload.access,
                 upload_id=upload.id,
             )
-            deduplicated = (await files.view_of(stored)).blob.storage_key != upload.storage_key
             repository = UploadRepository(session)
             await repository.update(
                 upload.tenant_id,
