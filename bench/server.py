@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -110,6 +111,8 @@ def running_server(database_url: str | None = None, **settings: str) -> Iterator
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)  # uploads runs leave gigabytes
 
 
 def init_tenant(server: Server, email: str, password: str, tenant: str) -> None:

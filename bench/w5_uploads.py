@@ -249,6 +249,11 @@ async def _measure(
     rates, cpu = [], []
     for number in range(runs):
         payload = Payload.random(size, chunk_size)
+        # Start every run with the page cache written back: otherwise the dirty pages of the
+        # earlier runs push this one into the kernel's writer throttling (on the 2-core VM,
+        # writes fall from GB/s to the disk's ~390 MiB/s once ~200 MB are dirty) and the
+        # figure depends on the run's place in the sequence, not on the server.
+        os.sync()
         cpu_before = cpu_seconds(server_pid)
         started = time.perf_counter()
         await run(payload, f"{tag}-{number}.bin")

@@ -39,6 +39,7 @@ from homeport.kit.jobs import JobRegistry, JobRunner
 from homeport.kit.logging import configure_logging, get_logger
 from homeport.kit.problems import install_problem_handlers
 from homeport.kit.ratelimit import RateLimiter, make_storage
+from homeport.kit.routing import include_flat
 from homeport.kit.security import KeyRing, PasswordHashing, hash_token, load_or_create_secrets
 from homeport.kit.storage import Storage, open_storage
 from homeport.ops.endpoints import router as ops_router
@@ -59,6 +60,7 @@ from homeport.uploads.endpoints import router as uploads_router
 from homeport.uploads.tus import TUS_VERSION
 from homeport.uploads.tus_endpoints import TUS_PREFIX
 from homeport.uploads.tus_endpoints import router as tus_router
+from homeport.uploads.tus_endpoints import versioned as tus_versioned_router
 
 log = get_logger("homeport.app")
 
@@ -212,16 +214,20 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
     )
     app.state.homeport = None
     install_problem_handlers(app)
-    app.include_router(ops_router)
-    app.include_router(auth_router)
-    app.include_router(tenants_router)
-    app.include_router(sync_router)
-    app.include_router(records_router)
-    app.include_router(realtime_router)
-    app.include_router(search_router)
-    app.include_router(uploads_router)
-    app.include_router(tus_router)
-    app.include_router(files_router)
+    include_flat(
+        app,
+        ops_router,
+        auth_router,
+        tenants_router,
+        sync_router,
+        records_router,
+        realtime_router,
+        search_router,
+        uploads_router,
+        tus_router,
+        tus_versioned_router,
+        files_router,
+    )
 
     async def identify(scope: Scope) -> tuple[str, str]:
         path: str = scope["path"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.principal import Principal
 from homeport.auth.service import AuthService
@@ -83,17 +85,40 @@ async def _authenticate(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-async def get_principal_briefly(
+@dataclass(frozen=True)
+class Credentials:
+    """A request's credentials, checked in a transaction the endpoint opens anyway: the upload
+    hot paths (a chunk, a tus PATCH) then run one unit of work before the body instead of
+    two. Nothing is trusted until :meth:`principal` returned."""
+
+    request: Request
+    state: AppState
+    bearer: HTTPAuthorizationCredentials | None
+    api_key: str | None
+
+    async def principal(self, session: AsyncSession) -> Principal:
+        state = self.state
+        service = AuthService(session, state.settings, state.keyring, state.passwords)
+        return await _authenticate(self.request, state, service, self.bearer, self.api_key)
+
+
+async def get_credentials(
     request: Request,
     state: StateDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
-) -> Principal:
+) -> Credentials:
+    return Credentials(request, state, bearer, api_key)
+
+
+CredentialsDep = Annotated[Credentials, Depends(get_credentials)]
+
+
+async def get_principal_briefly(credentials: CredentialsDep) -> Principal:
     """Like :func:`get_principal` in a transaction of its own that ends at once, for
     endpoints that must not hold one while a large body streams in (uploads)."""
-    async with unit_of_work(state) as session:
-        service = AuthService(session, state.settings, state.keyring, state.passwords)
-        return await _authenticate(request, state, service, bearer, api_key)
+    async with unit_of_work(credentials.state) as session:
+        return await credentials.principal(session)
 
 
 BriefPrincipalDep = Annotated[Principal, Depends(get_principal_briefly)]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, delete
+from sqlalchemy import bindparam, case, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,6 +32,29 @@ class SessionCredentials:
     role: str
     user_disabled_at: datetime | None
     is_platform_admin: bool
+
+
+# Built once: constructing this join on every request cost more than running it (py-spy, W0).
+_SESSION_CREDENTIALS = (
+    tenant_select_columns(
+        DeviceSession,
+        bindparam("tenant_id"),
+        DeviceSession.user_id,
+        DeviceSession.device_id,
+        DeviceSession.revoked_at,
+        DeviceSession.expires_at,
+        Membership.role,
+        User.disabled_at,
+        User.is_platform_admin,
+    )
+    .join(
+        Membership,
+        (Membership.tenant_id == DeviceSession.tenant_id)
+        & (Membership.user_id == DeviceSession.user_id),
+    )
+    .join(User, User.id == DeviceSession.user_id)
+    .where(DeviceSession.id == bindparam("session_id"))
+)
 
 
 class AuthRepository:
@@ -118,25 +141,10 @@ class AuthRepository:
         self, tenant_id: str, session_id: str
     ) -> SessionCredentials | None:
         """Everything an access token is checked against, in one query (every request runs it)."""
-        result = await self.session.execute(
-            tenant_select_columns(
-                DeviceSession,
-                tenant_id,
-                DeviceSession.user_id,
-                DeviceSession.device_id,
-                DeviceSession.revoked_at,
-                DeviceSession.expires_at,
-                Membership.role,
-                User.disabled_at,
-                User.is_platform_admin,
-            )
-            .join(
-                Membership,
-                (Membership.tenant_id == DeviceSession.tenant_id)
-                & (Membership.user_id == DeviceSession.user_id),
-            )
-            .join(User, User.id == DeviceSession.user_id)
-            .where(DeviceSession.id == session_id)
+        # On the connection: plain columns need none of the ORM's result machinery.
+        connection = await self.session.connection()
+        result = await connection.execute(
+            _SESSION_CREDENTIALS, {"tenant_id": tenant_id, "session_id": session_id}
         )
         row = result.first()
         return None if row is None else SessionCredentials(*row)

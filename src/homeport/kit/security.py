@@ -8,7 +8,9 @@ import hmac
 import json
 import os
 import secrets
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -67,12 +69,44 @@ def constant_time_equal(left: str, right: str) -> bool:
     return hmac.compare_digest(left.encode("utf-8"), right.encode("utf-8"))
 
 
+class VerifiedTokens:
+    """The claims of tokens whose signature was verified lately, so a client that sends the
+    same access token on every request pays for one HMAC check, not one per request (PyJWT's
+    decode is a large part of a small request's cost). Bounded (least recently used go first);
+    an entry is used only while its token is unexpired. Only verified tokens get in."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[str, str, tuple[str, ...]], dict[str, Any]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, tuple[str, ...]]) -> dict[str, Any] | None:
+        claims = self._entries.get(key)
+        if claims is None:
+            return None
+        if claims["exp"] <= time.time():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return claims
+
+    def put(self, key: tuple[str, str, tuple[str, ...]], claims: dict[str, Any]) -> None:
+        if not isinstance(claims.get("exp"), int | float):
+            return
+        self._entries[key] = claims
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
 @dataclass(frozen=True)
 class KeyRing:
     """HMAC signing keys by key id. New tokens use ``active_kid``; any known kid verifies."""
 
     keys: dict[str, str]
     active_kid: str
+    verified: VerifiedTokens = field(
+        default_factory=VerifiedTokens, compare=False, repr=False, hash=False
+    )
 
     def __post_init__(self) -> None:
         if self.active_kid not in self.keys:
@@ -96,7 +130,13 @@ def encode_jwt(keyring: KeyRing, claims: dict[str, Any]) -> str:
 
 
 def decode_jwt(keyring: KeyRing, token: str, *, issuer: str, required: list[str]) -> dict[str, Any]:
-    """Verify signature (only HS256, only known kids), expiry, issuer and required claims."""
+    """Verify signature (only HS256, only known kids), expiry, issuer and required claims.
+
+    A token verified before (and not expired since) is answered from the key ring's cache."""
+    cache_key = (token, issuer, tuple(required))
+    remembered = keyring.verified.get(cache_key)
+    if remembered is not None:
+        return dict(remembered)
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as exc:
@@ -118,6 +158,7 @@ def decode_jwt(keyring: KeyRing, token: str, *, issuer: str, required: list[str]
         raise TokenError("token expired", expired=True) from exc
     except jwt.PyJWTError as exc:
         raise TokenError("invalid token") from exc
+    keyring.verified.put(cache_key, dict(claims))
     return claims
 
 

@@ -93,6 +93,10 @@ class InlineConnection:
     async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
         return await self.cursor().execute(sql, parameters)
 
+    def begin_immediate(self) -> None:
+        """Start a write transaction now (called synchronously, from SQLAlchemy's begin event)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+
     async def commit(self) -> None:
         self._conn.commit()
 

@@ -143,23 +143,23 @@ class LocalStorage:
         return ""
 
     async def write_part(self, key: str, handle: str, part: Part, data: bytes) -> Part:
-        path = self._path(key)
-
-        def write() -> None:
-            try:
-                descriptor = os.open(path, os.O_WRONLY)
-            except FileNotFoundError as exc:
-                raise ObjectMissing(key) from exc
-            try:
-                written = 0
-                view = memoryview(data)
-                while written < len(data):
-                    written += os.pwrite(descriptor, view[written:], part.offset + written)
-            finally:
-                os.close(descriptor)
-
-        await asyncio.to_thread(write)
+        await asyncio.to_thread(self.write_at, key, part.offset, data)
         return part
+
+    def write_at(self, key: str, offset: int, data: bytes) -> None:
+        """Blocking: write ``data`` at ``offset`` of a staged object (on a worker thread; a
+        caller with other blocking work for the same bytes runs both in one hand-off)."""
+        try:
+            descriptor = os.open(self._path(key), os.O_WRONLY)
+        except FileNotFoundError as exc:
+            raise ObjectMissing(key) from exc
+        try:
+            written = 0
+            view = memoryview(data)
+            while written < len(data):
+                written += os.pwrite(descriptor, view[written:], offset + written)
+        finally:
+            os.close(descriptor)
 
     async def assemble(self, key: str, handle: str, parts: list[Part]) -> None:
         # The parts were written in place. Drop anything past the end (a longer re-send).

@@ -8,32 +8,36 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Delete, Select, Update, delete, select, update
+from sqlalchemy import BindParameter, Delete, Select, Table, Update, delete, select, update
 
 ModelT = TypeVar("ModelT")
+# A tenant id, or a bound parameter for one in a statement built once and run many times.
+TenantId = str | BindParameter[str]
 
 
 def _tenant_column(model: Any) -> Any:
-    column = getattr(model, "tenant_id", None)
+    """The tenant column of a mapped class, or of a Table (Core statements on hot paths)."""
+    columns = getattr(model, "c", None)
+    column = getattr(model, "tenant_id", None) if columns is None else columns.get("tenant_id")
     if column is None:
         raise TypeError(f"{model!r} has no tenant_id column")
     return column
 
 
-def tenant_select(model: type[ModelT], tenant_id: str) -> Select[ModelT]:
+def tenant_select(model: type[ModelT], tenant_id: TenantId) -> Select[ModelT]:
     return select(model).where(_tenant_column(model) == tenant_id)
 
 
-def tenant_select_columns(model: type[Any], tenant_id: str, *columns: Any) -> Select[Any]:
+def tenant_select_columns(model: type[Any], tenant_id: TenantId, *columns: Any) -> Select[Any]:
     """Only some columns, no ORM objects (hot paths), scoped on ``model`` like tenant_select."""
     return select(*columns).select_from(model).where(_tenant_column(model) == tenant_id)
 
 
-def tenant_update(model: type[Any], tenant_id: str) -> Update:
+def tenant_update(model: type[Any] | Table, tenant_id: TenantId) -> Update:
     return update(model).where(_tenant_column(model) == tenant_id)
 
 
-def tenant_delete(model: type[Any], tenant_id: str) -> Delete:
+def tenant_delete(model: type[Any], tenant_id: TenantId) -> Delete:
     return delete(model).where(_tenant_column(model) == tenant_id)
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Subquery,
     Text,
     and_,
+    bindparam,
     cast,
     exists,
     false,
@@ -66,6 +67,12 @@ def _type_of(value: Any) -> type:
 def _like_pattern(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+# Every request on a collection looks it up: built once (see sync/repository.py).
+_COLLECTION_BY_NAME = tenant_select(Collection, bindparam("tenant_id")).where(
+    Collection.name == bindparam("name")
+)
 
 
 class _Dialect(ABC):
@@ -211,7 +218,7 @@ class RecordRepository:
 
     async def get_collection(self, tenant_id: str, name: str) -> Collection | None:
         result = await self.session.execute(
-            tenant_select(Collection, tenant_id).where(Collection.name == name)
+            _COLLECTION_BY_NAME, {"tenant_id": tenant_id, "name": name}
         )
         return result.scalar_one_or_none()
 

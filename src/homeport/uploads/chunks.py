@@ -10,12 +10,13 @@ from homeport.files.service import FileService
 from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
-from homeport.kit.storage import ObjectMissing, Part, StorageError
+from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import StoredFile, UploadSession
 from homeport.uploads.digests import PartTooLarge
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.schemas import UploadInit
 from homeport.uploads.service import (
+    Authenticate,
     Finished,
     UploadService,
     effective_chunk_size,
@@ -72,18 +73,19 @@ class ChunkUploads:
 
     async def put_chunk(
         self,
-        principal: Principal,
+        authenticate: Authenticate,
         upload_id: str,
         index: int,
         body: AsyncIterator[bytes],
         checksum: str | None,
     ) -> ChunkResult:
-        if checksum is None or len(checksum) != 64:
-            raise ProblemError(
-                ErrorCode.VALIDATION_001,
-                "X-Chunk-Checksum must be the SHA-256 of the chunk, 64 hex digits",
-            )
         async with self.service.begin() as session:
+            principal = await authenticate(session)
+            if checksum is None or len(checksum) != 64:
+                raise ProblemError(
+                    ErrorCode.VALIDATION_001,
+                    "X-Chunk-Checksum must be the SHA-256 of the chunk, 64 hex digits",
+                )
             upload = await self.service.load(session, principal, upload_id, PROTOCOL)
             resent = await UploadRepository(session).has_part(
                 upload.tenant_id, upload.id, index + 1
@@ -107,9 +109,20 @@ class ChunkUploads:
             where = Part(number=index + 1, offset=offset + position, size=len(block))
             await storage.write_part(upload.storage_key, upload.storage_handle, where, block)
 
+        def write_block_now(position: int, block: bytes) -> None:
+            assert isinstance(storage, LocalStorage)
+            storage.write_at(upload.storage_key, offset + position, block)
+
+        local = isinstance(storage, LocalStorage)
         try:
             data, digest = await self.service.digests.read_part(
-                upload.id, offset, index + 1, body, expected, write_block if streams_in else None
+                upload.id,
+                offset,
+                index + 1,
+                body,
+                expected,
+                (write_block_now if local else write_block) if streams_in else None,
+                blocking=local,
             )
         except PartTooLarge as exc:
             raise wrong_size from exc

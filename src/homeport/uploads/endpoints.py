@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, status
 
-from homeport.auth.dependencies import BriefPrincipalDep
+from homeport.auth.dependencies import BriefPrincipalDep, CredentialsDep
 from homeport.files.endpoints import file_url
 from homeport.kit.errors import ErrorCode
 from homeport.kit.problems import responses
@@ -73,7 +73,7 @@ async def put_chunk(
     request: Request,
     upload_id: UploadIdPath,
     chunk_index: Annotated[int, Path(ge=0, le=100_000)],
-    principal: BriefPrincipalDep,
+    credentials: CredentialsDep,
     service: UploadServiceDep,
     checksum: Annotated[
         str | None,
@@ -81,7 +81,7 @@ async def put_chunk(
     ] = None,
 ) -> ChunkAccepted:
     result = await ChunkUploads(service).put_chunk(
-        principal, upload_id, chunk_index, request.stream(), checksum
+        credentials.principal, upload_id, chunk_index, request.stream(), checksum
     )
     return ChunkAccepted(
         uploaded=True,

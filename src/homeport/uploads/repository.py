@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_
+from sqlalchemy import Table, bindparam, case, func, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,21 +23,26 @@ from homeport.models.files import UploadPart, UploadSession
 
 
 class UploadRepository:
+    """Updates skip the ORM's in-session synchronisation (``synchronize_session=False``): each
+    unit of work here is short, and a caller that needs the row again re-reads it
+    (``get`` populates existing objects); evaluating the criteria in Python cost more than the
+    statement on the upload hot path."""
+
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-
-    def _insert(self) -> Any:
-        dialect = self.session.get_bind().dialect.name
-        return pg_insert if dialect == "postgresql" else sqlite_insert
 
     def add(self, upload: UploadSession) -> None:
         self.session.add(upload)
 
-    async def get(self, tenant_id: str, upload_id: str) -> UploadSession | None:
+    async def get(
+        self, tenant_id: str, upload_id: str, *, for_update: bool = False
+    ) -> UploadSession | None:
+        """``for_update``: lock the row until the transaction ends (PostgreSQL; SQLite
+        transactions already exclude each other), so what is read is what a lease taken next
+        applies to."""
         result = await self.session.execute(
-            tenant_select(UploadSession, tenant_id)
-            .where(UploadSession.id == upload_id)
-            .execution_options(populate_existing=True)
+            _UPLOAD_FOR_UPDATE if for_update else _UPLOAD,
+            {"tenant_id": tenant_id, "upload_id": upload_id},
         )
         return result.scalar_one_or_none()
 
@@ -46,6 +51,7 @@ class UploadRepository:
             tenant_update(UploadSession, tenant_id)
             .where(UploadSession.id == upload_id)
             .values(**values)
+            .execution_options(synchronize_session=False)
         )
 
     async def take_lease(
@@ -54,49 +60,63 @@ class UploadRepository:
         """Compare-and-set: the upload is ours to write until ``until`` unless another writer
         holds an unexpired lease (it answers 423 then)."""
         result = await self.session.execute(
-            tenant_update(UploadSession, tenant_id)
-            .where(
-                UploadSession.id == upload_id,
-                or_(
-                    UploadSession.lock_owner.is_(None),
-                    UploadSession.lock_owner == owner,
-                    UploadSession.locked_until < now,
-                ),
-            )
-            .values(lock_owner=owner, locked_until=until)
+            _TAKE_LEASE,
+            {
+                "scope_tenant": tenant_id,
+                "upload": upload_id,
+                "owner": owner,
+                "now": now,
+                "until": until,
+            },
         )
         return bool(getattr(result, "rowcount", 0))
 
     async def release_lease(self, tenant_id: str, upload_id: str, owner: str) -> None:
         await self.session.execute(
-            tenant_update(UploadSession, tenant_id)
-            .where(UploadSession.id == upload_id, UploadSession.lock_owner == owner)
-            .values(lock_owner=None, locked_until=None)
+            _RELEASE_LEASE, {"scope_tenant": tenant_id, "upload": upload_id, "owner": owner}
+        )
+
+    async def advance(
+        self,
+        tenant_id: str,
+        upload_id: str,
+        *,
+        offset: int,
+        tail_size: int,
+        now: datetime,
+        release_owner: str | None,
+    ) -> None:
+        """A tus PATCH landed: the new offset, and (unless the upload is complete, when
+        finishing still needs it) the writer's lease released, in one statement."""
+        await self.session.execute(
+            _ADVANCE,
+            {
+                "scope_tenant": tenant_id,
+                "upload": upload_id,
+                "new_offset": offset,
+                "new_tail_size": tail_size,
+                "now": now,
+                "owner": release_owner,
+            },
         )
 
     # Parts
 
     async def save_part(self, tenant_id: str, upload_id: str, part: Part, sha256: str) -> None:
         """Record a written part; a re-sent part replaces the earlier row."""
-        statement = self._insert()(UploadPart).values(
-            tenant_id=tenant_id,
-            upload_id=upload_id,
-            number=part.number,
-            offset=part.offset,
-            size=part.size,
-            sha256=sha256,
-            token=part.token,
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["upload_id", "number"],
-            set_={
-                "offset": statement.excluded.offset,
-                "size": statement.excluded.size,
-                "sha256": statement.excluded.sha256,
-                "token": statement.excluded.token,
+        dialect = self.session.get_bind().dialect.name
+        await self.session.execute(
+            _SAVE_PART_PG if dialect == "postgresql" else _SAVE_PART_SQLITE,
+            {
+                "tenant_id": tenant_id,
+                "upload_id": upload_id,
+                "number": part.number,
+                "offset": part.offset,
+                "size": part.size,
+                "sha256": sha256,
+                "token": part.token,
             },
         )
-        await self.session.execute(statement)
 
     async def parts(self, tenant_id: str, upload_id: str) -> Sequence[UploadPart]:
         result = await self.session.execute(
@@ -116,23 +136,14 @@ class UploadRepository:
 
     async def has_part(self, tenant_id: str, upload_id: str, number: int) -> bool:
         result = await self.session.execute(
-            tenant_select_columns(UploadPart, tenant_id, UploadPart.number).where(
-                UploadPart.upload_id == upload_id, UploadPart.number == number
-            )
+            _HAS_PART, {"tenant_id": tenant_id, "upload_id": upload_id, "number": number}
         )
         return result.first() is not None
 
     async def progress(self, tenant_id: str, upload_id: str) -> tuple[str, datetime, int]:
         """Status, expiry and number of received parts, in one query (the chunk hot path)."""
-        parts = (
-            tenant_select_columns(UploadPart, tenant_id, func.count())
-            .where(UploadPart.upload_id == upload_id)
-            .scalar_subquery()
-        )
         result = await self.session.execute(
-            tenant_select_columns(
-                UploadSession, tenant_id, UploadSession.status, UploadSession.expires_at, parts
-            ).where(UploadSession.id == upload_id)
+            _PROGRESS, {"tenant_id": tenant_id, "upload_id": upload_id}
         )
         status, expires_at, count = result.one()
         return str(status), expires_at, int(count)
@@ -143,6 +154,7 @@ class UploadRepository:
                 tenant_update(UploadPart, tenant_id)
                 .where(UploadPart.upload_id == upload_id, UploadPart.number == number)
                 .values(token=token)
+                .execution_options(synchronize_session=False)
             )
 
     async def delete_parts(self, tenant_id: str, upload_id: str) -> None:
@@ -160,3 +172,88 @@ class UploadRepository:
             .limit(limit)
         )
         return result.scalars().all()
+
+
+# The statements of the chunk and PATCH hot paths, built once (parameters of UPDATEs may not
+# bear column names): constructing them per request
+# cost more than running them (py-spy, W5). Updates and inserts go to the tables (Core): the
+# ORM's bulk machinery adds only time, and every unit of work here is short (a caller that
+# needs a row again re-reads it).
+_SESSIONS = cast(Table, UploadSession.__table__)
+_PARTS = cast(Table, UploadPart.__table__)
+_UPLOAD = (
+    tenant_select(UploadSession, bindparam("tenant_id"))
+    .where(UploadSession.id == bindparam("upload_id"))
+    .execution_options(populate_existing=True)
+)
+_UPLOAD_FOR_UPDATE = _UPLOAD.with_for_update()
+_TAKE_LEASE = (
+    tenant_update(_SESSIONS, bindparam("scope_tenant"))
+    .where(
+        _SESSIONS.c.id == bindparam("upload"),
+        or_(
+            _SESSIONS.c.lock_owner.is_(None),
+            _SESSIONS.c.lock_owner == bindparam("owner"),
+            _SESSIONS.c.locked_until < bindparam("now"),
+        ),
+    )
+    .values(lock_owner=bindparam("owner"), locked_until=bindparam("until"))
+)
+_RELEASE_LEASE = (
+    tenant_update(_SESSIONS, bindparam("scope_tenant"))
+    .where(
+        _SESSIONS.c.id == bindparam("upload"),
+        _SESSIONS.c.lock_owner == bindparam("owner"),
+    )
+    .values(lock_owner=None, locked_until=None)
+)
+_OURS = _SESSIONS.c.lock_owner == bindparam("owner")
+_ADVANCE = (
+    tenant_update(_SESSIONS, bindparam("scope_tenant"))
+    .where(_SESSIONS.c.id == bindparam("upload"))
+    .values(
+        offset=bindparam("new_offset"),
+        tail_size=bindparam("new_tail_size"),
+        updated_at=bindparam("now"),
+        # Released only if still ours (a NULL owner releases nothing).
+        lock_owner=case((_OURS, None), else_=_SESSIONS.c.lock_owner),
+        locked_until=case((_OURS, None), else_=_SESSIONS.c.locked_until),
+    )
+)
+_HAS_PART = tenant_select_columns(UploadPart, bindparam("tenant_id"), UploadPart.number).where(
+    UploadPart.upload_id == bindparam("upload_id"), UploadPart.number == bindparam("number")
+)
+_PROGRESS = tenant_select_columns(
+    UploadSession,
+    bindparam("tenant_id"),
+    UploadSession.status,
+    UploadSession.expires_at,
+    tenant_select_columns(UploadPart, bindparam("tenant_id"), func.count())
+    .where(UploadPart.upload_id == bindparam("upload_id"))
+    .scalar_subquery(),
+).where(UploadSession.id == bindparam("upload_id"))
+
+
+def _save_part(insert: Any) -> Any:
+    statement = insert(_PARTS).values(
+        tenant_id=bindparam("tenant_id"),
+        upload_id=bindparam("upload_id"),
+        number=bindparam("number"),
+        offset=bindparam("offset"),
+        size=bindparam("size"),
+        sha256=bindparam("sha256"),
+        token=bindparam("token"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["upload_id", "number"],
+        set_={
+            "offset": statement.excluded.offset,
+            "size": statement.excluded.size,
+            "sha256": statement.excluded.sha256,
+            "token": statement.excluded.token,
+        },
+    )
+
+
+_SAVE_PART_PG = _save_part(pg_insert)
+_SAVE_PART_SQLITE = _save_part(sqlite_insert)

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +41,21 @@ DISCARD_JOB = "uploads.discard"
 LEASE = timedelta(seconds=60)
 # Images up to this size are decoded once at finish to reject corrupt files and bombs.
 IMAGE_CHECK_MAX_BYTES = 64 * 1024 * 1024
+
+
+# Resolves the caller inside a unit of work the upload code opens (see
+# homeport.auth.dependencies.Credentials): the hot paths authenticate in their first
+# transaction instead of one of its own.
+Authenticate = Callable[[AsyncSession], Awaitable[Principal]]
+
+
+def already(principal: Principal) -> Authenticate:
+    """For a caller authenticated earlier in the request."""
+
+    async def known(_session: AsyncSession) -> Principal:
+        return principal
+
+    return known
 
 
 @dataclass(frozen=True)
@@ -85,11 +100,19 @@ class UploadService:
     # Shared checks
 
     async def load(
-        self, session: AsyncSession, principal: Principal, upload_id: str, protocol: str
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        upload_id: str,
+        protocol: str,
+        *,
+        for_update: bool = False,
     ) -> UploadSession:
         """The caller's upload, or 404 (another user's upload does not exist for them)."""
         principal.require(Permission.FILES_WRITE)
-        upload = await UploadRepository(session).get(principal.tenant_id, upload_id)
+        upload = await UploadRepository(session).get(
+            principal.tenant_id, upload_id, for_update=for_update
+        )
         if upload is None or upload.owner_id != Owner.of(principal).actor_id:
             raise not_found("Upload")
         if upload.protocol != protocol:

@@ -24,11 +24,12 @@ from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError, not_found
 from homeport.kit.ids import new_id
-from homeport.kit.storage import ObjectMissing, Part, StorageError
+from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import UploadSession
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.service import (
     LEASE,
+    Authenticate,
     Finished,
     UploadService,
     effective_chunk_size,
@@ -163,7 +164,7 @@ class TusUploads:
 
     async def patch(
         self,
-        principal: Principal,
+        authenticate: Authenticate,
         upload_id: str,
         offset: int,
         stream: AsyncIterator[bytes],
@@ -173,23 +174,21 @@ class TusUploads:
         the last commits the new offset and releases the lease (finishing clears it instead)."""
         lease_owner = new_id()
         async with self.service.begin() as session:
-            upload = await self.service.load(session, principal, upload_id, PROTOCOL)
-            self._require_usable(upload)
-            _require_offset(upload, offset)
-            if upload.status == "finalized":
-                return PatchResult(upload, upload.offset, None)
-            repository = UploadRepository(session)
+            principal = await authenticate(session)
+            # Read locked (PostgreSQL): a writer finishing now cannot move the offset between
+            # this check and the lease.
+            current = await self.service.load(
+                session, principal, upload_id, PROTOCOL, for_update=True
+            )
+            self._require_usable(current)
+            _require_offset(current, offset)
+            if current.status == "finalized":
+                return PatchResult(current, current.offset, None)
             now = utcnow()
-            if not await repository.take_lease(
-                upload.tenant_id, upload.id, lease_owner, now, now + LEASE
+            if not await UploadRepository(session).take_lease(
+                current.tenant_id, current.id, lease_owner, now, now + LEASE
             ):
                 raise upload_busy()
-            # Re-read under the lease: the writer before us may have moved the offset.
-            current = await repository.get(upload.tenant_id, upload.id)
-            assert current is not None
-            if current.status != "open":
-                self._require_usable(current)
-            _require_offset(current, offset)
         try:
             new_offset = await self._append(current, stream, checksum, lease_owner)
             finished = None
@@ -240,6 +239,8 @@ class TusUploads:
         hasher: Any = CHECKSUM_ALGORITHMS[checksum.algorithm]() if checksum else None
         writer = _BackgroundWriter(self.service, upload, start, hasher)
         new_parts: list[tuple[Part, str]] = []
+        pieces: list[bytes] = []  # local directory: received, not yet handed to the writer
+        waiting = 0
         head = bytearray()  # the file's first bytes, when this body starts the file
         interrupted = False
         try:
@@ -256,21 +257,26 @@ class TusUploads:
                     if start + received < HEAD_BYTES:
                         head += block[: HEAD_BYTES - start - received]
                     received += len(block)
-                    buffer += block
                     if chunked:
+                        buffer += block
                         while len(buffer) >= upload.chunk_size:
                             parts_end = await self._flush_part(
                                 upload, buffer, upload.chunk_size, parts_end, new_parts
                             )
-                    elif len(buffer) >= FLUSH_BYTES:
-                        await writer.write(bytes(buffer))
-                        buffer.clear()
+                    else:
+                        # A list joined once per flush: growing a bytearray copied each
+                        # byte twice more (py-spy, W5).
+                        pieces.append(block)
+                        waiting += len(block)
+                        if waiting >= FLUSH_BYTES:
+                            await writer.write(b"".join(pieces))
+                            pieces, waiting = [], 0
             except ClientDisconnect:
                 interrupted = True
             if not chunked:
-                if buffer:
-                    await writer.write(bytes(buffer))
-                    buffer.clear()
+                if pieces:
+                    await writer.write(b"".join(pieces))
+                    pieces, waiting = [], 0
                 await writer.wait()  # every block hashed and written
             if hasher is not None and (interrupted or hasher.digest() != checksum_of(checksum)):
                 digests.drop(upload.id)
@@ -313,11 +319,14 @@ class TusUploads:
             repository = UploadRepository(session)
             for part, digest in new_parts:
                 await repository.save_part(upload.tenant_id, upload.id, part, digest)
-            await repository.update(
-                upload.tenant_id, upload.id, offset=end, tail_size=tail_size, updated_at=utcnow()
+            await repository.advance(
+                upload.tenant_id,
+                upload.id,
+                offset=end,
+                tail_size=tail_size,
+                now=utcnow(),
+                release_owner=lease_owner if end < upload.total_size else None,
             )
-            if end < upload.total_size:
-                await repository.release_lease(upload.tenant_id, upload.id, lease_owner)
         upload.offset, upload.tail_size = end, tail_size
         return end
 
@@ -358,21 +367,33 @@ class _BackgroundWriter:
         self._upload = upload
         self._hasher = hasher
         self._offset = start
-        self._pending: asyncio.Future[tuple[None, Part]] | None = None
+        self._pending: asyncio.Future[Any] | None = None
 
     async def write(self, data: bytes) -> None:
         await self.wait()
         offset, self._offset = self._offset, self._offset + len(data)
         upload = self._upload
 
+        storage = self._service.storage
+
         def digest() -> None:
             self._service.digests.feed_sequential(upload.id, offset, data)
             if self._hasher is not None:
                 self._hasher.update(data)
 
+        if isinstance(storage, LocalStorage):
+
+            def digest_and_write() -> None:
+                digest()
+                storage.write_at(upload.storage_key, offset, data)
+
+            # One thread hand-off per block instead of two (W5, 1 MiB PATCHes: 4.4 to 4.1 ms
+            # of server CPU per MiB).
+            self._pending = asyncio.ensure_future(asyncio.to_thread(digest_and_write))
+            return
         self._pending = asyncio.gather(
             asyncio.to_thread(digest),
-            self._service.storage.write_part(
+            storage.write_part(
                 upload.storage_key, upload.storage_handle, Part(1, offset, len(data)), data
             ),
         )

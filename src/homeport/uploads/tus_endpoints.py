@@ -10,14 +10,17 @@ from email.utils import format_datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from homeport.auth.dependencies import BriefPrincipalDep
+from homeport.auth.dependencies import BriefPrincipalDep, CredentialsDep
+from homeport.auth.principal import Principal
 from homeport.files.endpoints import file_url
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.http import public_base_url
 from homeport.kit.problems import responses
 from homeport.models.files import UploadSession
 from homeport.uploads.dependencies import UploadServiceDep
+from homeport.uploads.service import already
 from homeport.uploads.tus import (
     CHECKSUM_ALGORITHMS,
     EXTENSIONS,
@@ -46,8 +49,9 @@ async def require_tus_version(
 
 
 router = APIRouter(prefix=TUS_PREFIX, tags=["tus"])
-# No prefix: it is included in ``router``, which carries it.
-versioned = APIRouter(tags=["tus"], dependencies=[Depends(require_tus_version)])
+# Everything but OPTIONS (discovery) insists on the protocol version. A router of its own,
+# not one included in ``router``: the app keeps its route table flat.
+versioned = APIRouter(prefix=TUS_PREFIX, tags=["tus"], dependencies=[Depends(require_tus_version)])
 
 _ERRORS = (
     ErrorCode.AUTH_001,
@@ -137,7 +141,7 @@ async def tus_create(
     headers = _tus_headers(upload)
     headers["Location"] = f"{base}{TUS_PREFIX}/{upload.id}"
     if content_type == OFFSET_TYPE:
-        result = await tus.patch(principal, upload.id, 0, request.stream(), checksum)
+        result = await tus.patch(already(principal), upload.id, 0, request.stream(), checksum)
         headers.update(_tus_headers(result.upload))
         headers["Upload-Offset"] = str(result.offset)
         _with_file(headers, request, service, _file_id(result))
@@ -192,18 +196,27 @@ async def tus_head(
 async def tus_patch(
     request: Request,
     upload_id: UploadIdPath,
-    principal: BriefPrincipalDep,
+    credentials: CredentialsDep,
     service: UploadServiceDep,
     upload_offset: Annotated[str | None, Header(alias="Upload-Offset")] = None,
     upload_checksum: Annotated[str | None, Header(alias="Upload-Checksum")] = None,
     content_type: Annotated[str | None, Header(alias="Content-Type")] = None,
 ) -> Response:
-    if content_type != OFFSET_TYPE:
-        raise ProblemError(ErrorCode.UPLOAD_001, f"PATCH bodies must be {OFFSET_TYPE}", status=415)
-    if upload_offset is None or not upload_offset.isdigit():
-        raise ProblemError(ErrorCode.UPLOAD_001, "Upload-Offset must be a whole number")
+    async def authenticate(session: AsyncSession) -> Principal:
+        # Who asks comes first (401 before any complaint about the request), in the PATCH's
+        # first unit of work.
+        principal = await credentials.principal(session)
+        if content_type != OFFSET_TYPE:
+            raise ProblemError(
+                ErrorCode.UPLOAD_001, f"PATCH bodies must be {OFFSET_TYPE}", status=415
+            )
+        if upload_offset is None or not upload_offset.isdigit():
+            raise ProblemError(ErrorCode.UPLOAD_001, "Upload-Offset must be a whole number")
+        return principal
+
+    offset = int(upload_offset) if upload_offset is not None and upload_offset.isdigit() else -1
     result = await TusUploads(service).patch(
-        principal, upload_id, int(upload_offset), request.stream(), parse_checksum(upload_checksum)
+        authenticate, upload_id, offset, request.stream(), parse_checksum(upload_checksum)
     )
     headers = _tus_headers(result.upload)
     headers["Upload-Offset"] = str(result.offset)
@@ -225,6 +238,3 @@ async def tus_delete(
 ) -> Response:
     await TusUploads(service).terminate(principal, upload_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=_tus_headers())
-
-
-router.include_router(versioned)
