@@ -15,7 +15,6 @@ from starlette.types import Scope
 
 from homeport import __version__
 from homeport.auth import tasks as auth_tasks
-from homeport.auth.dependencies import remember_verified_access
 from homeport.auth.endpoints import router as auth_router
 from homeport.auth.tokens import API_KEY_MARK, read_access_token
 from homeport.config import Settings
@@ -337,6 +336,5 @@ def _caller_identity(scope: Scope, app: FastAPI, ip: str) -> str:
             claims = read_access_token(state.keyring, token, issuer=state.settings.jwt_issuer)
         except Exception:
             return f"ip:{ip}"
-        remember_verified_access(scope, token, claims)
         return f"user:{claims.user_id}"
     return f"ip:{ip}"

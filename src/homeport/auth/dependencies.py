@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -12,32 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.principal import Principal
 from homeport.auth.service import AuthService
-from homeport.auth.tokens import API_KEY_MARK, AccessClaims
+from homeport.auth.tokens import API_KEY_MARK
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.security import hash_token
 from homeport.state import AppState, SessionDep, StateDep, unit_of_work
 
 _bearer = HTTPBearer(auto_error=False, description="Access token (JWT) or API key")
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
-
-
-# Where the rate limiter, which runs first, leaves an access token it already verified.
-_VERIFIED_ACCESS = "homeport.verified_access"
-
-
-def remember_verified_access(
-    scope: MutableMapping[str, Any], token: str, claims: AccessClaims
-) -> None:
-    """Spare the auth dependency a second signature check of the same token."""
-    scope.setdefault("state", {})[_VERIFIED_ACCESS] = (token, claims)
-
-
-def _verified_claims(request: Request, token: str) -> AccessClaims | None:
-    remembered = request.scope.get("state", {}).get(_VERIFIED_ACCESS)
-    if remembered is not None and remembered[0] == token:
-        claims: AccessClaims = remembered[1]
-        return claims
-    return None
 
 
 async def auth_service(state: StateDep, session: SessionDep) -> AuthService:
@@ -77,9 +57,9 @@ async def _authenticate(
             "Authentication required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return await service.authenticate_bearer(
-        bearer.credentials, _verified_claims(request, bearer.credentials)
-    )
+    # The rate limiter, which runs first, verified the token already: the key ring's cache
+    # answers this second check.
+    return await service.authenticate_bearer(bearer.credentials)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -14,7 +14,6 @@ from homeport.auth.repository import AuthRepository
 from homeport.auth.tokens import (
     API_KEY_MARK,
     REFRESH_MARK,
-    AccessClaims,
     issue_access_token,
     read_access_token,
 )
@@ -218,17 +217,12 @@ class AuthService:
 
     # Authentication of requests
 
-    async def authenticate_bearer(
-        self, token: str, verified_claims: AccessClaims | None = None
-    ) -> Principal:
-        """``verified_claims``: the token's claims if the caller already verified this token."""
-        claims = verified_claims
-        if claims is None:
-            try:
-                claims = read_access_token(self.keyring, token, issuer=self.settings.jwt_issuer)
-            except TokenError as exc:
-                code = ErrorCode.AUTH_002 if exc.expired else ErrorCode.AUTH_001
-                raise ProblemError(code, exc.reason) from exc
+    async def authenticate_bearer(self, token: str) -> Principal:
+        try:
+            claims = read_access_token(self.keyring, token, issuer=self.settings.jwt_issuer)
+        except TokenError as exc:
+            code = ErrorCode.AUTH_002 if exc.expired else ErrorCode.AUTH_001
+            raise ProblemError(code, exc.reason) from exc
         found = await self.repository.find_session_credentials(claims.tenant_id, claims.session_id)
         if found is None:
             raise ProblemError(ErrorCode.AUTH_001, "Session not found")

@@ -82,13 +82,11 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        driver = connection.connection.driver_connection
-        if isinstance(driver, InlineConnection):
-            # Straight to sqlite3: through the statement machinery this BEGIN cost about as
-            # much as a query, and every unit of work runs one.
-            driver.begin_immediate()
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to sqlite3 (the engine's connections are InlineConnections): through the
+        # statement machinery this BEGIN cost about as much as a query, and every unit of work
+        # runs one.
+        driver: InlineConnection = connection.connection.driver_connection
+        driver.begin_immediate()
 
 
 def compact_json(document: Any) -> str:

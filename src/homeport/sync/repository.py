@@ -75,17 +75,20 @@ _FEED_COLUMNS = (
 # Built upsert statements by (PostgreSQL?, column names); a handful at most.
 _UPSERTS: dict[tuple[bool, tuple[str, ...]], Any] = {}
 
+
 # Statements of the write path built once (constructing them on each write cost more than
-# running them for a one-record write; py-spy, W3). PostgreSQL: one array parameter instead of
-# hundreds (one statement to prepare).
-_RECORDS_BY_ID_PG = tenant_select(SyncRecord, bindparam("tenant_id")).where(
-    SyncRecord.collection == bindparam("collection"),
-    SyncRecord.record_id == any_(bindparam("ids", type_=ARRAY(String))),
+# running them for a one-record write; py-spy, W3).
+def _records_by_id(ids_match: ColumnElement[bool]) -> Any:
+    return tenant_select(SyncRecord, bindparam("tenant_id")).where(
+        SyncRecord.collection == bindparam("collection"), ids_match
+    )
+
+
+# PostgreSQL: one array parameter instead of hundreds (one statement to prepare).
+_RECORDS_BY_ID_PG = _records_by_id(
+    SyncRecord.record_id == any_(bindparam("ids", type_=ARRAY(String)))
 )
-_RECORDS_BY_ID_SQLITE = tenant_select(SyncRecord, bindparam("tenant_id")).where(
-    SyncRecord.collection == bindparam("collection"),
-    SyncRecord.record_id.in_(bindparam("ids", expanding=True)),
-)
+_RECORDS_BY_ID_SQLITE = _records_by_id(SyncRecord.record_id.in_(bindparam("ids", expanding=True)))
 _SYNC_STATE = typing.cast(Table, SyncState.__table__)
 # One statement: create the tenant's feed counter or bump it (Core, on the table: the ORM's
 # bulk-insert machinery adds only time here).
@@ -205,7 +208,6 @@ class SyncRepository:
             # Bounded IN lists keep every statement under the drivers' parameter limits.
             for start in range(0, len(ids), 900):
                 chunk = ids[start : start + 900]
-                # PostgreSQL: one array parameter instead of hundreds (one statement to prepare).
                 result = await self.session.execute(
                     _RECORDS_BY_ID_PG if self.is_postgres else _RECORDS_BY_ID_SQLITE,
                     {"tenant_id": tenant_id, "collection": collection, "ids": chunk},

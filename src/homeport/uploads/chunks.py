@@ -12,7 +12,7 @@ from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import StoredFile, UploadSession
-from homeport.uploads.digests import PartTooLarge
+from homeport.uploads.digests import PartTooLarge, Sink
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.schemas import UploadInit
 from homeport.uploads.service import (
@@ -103,26 +103,18 @@ class ChunkUploads:
         # A local file takes a chunk sent for the first time while it arrives; a re-sent one
         # (or an S3 part, written whole) only once verified, so good bytes are never replaced
         # by bad ones. Bytes of a refused first send sit where no part is recorded.
-        streams_in = storage.min_part_size == 1 and not resent
+        write_block: Sink | None = None
+        if isinstance(storage, LocalStorage) and not resent:
+            local = storage
 
-        async def write_block(position: int, block: bytes) -> None:
-            where = Part(number=index + 1, offset=offset + position, size=len(block))
-            await storage.write_part(upload.storage_key, upload.storage_handle, where, block)
+            def write_in_place(position: int, block: bytes) -> None:
+                local.write_at(upload.storage_key, offset + position, block)
 
-        def write_block_now(position: int, block: bytes) -> None:
-            assert isinstance(storage, LocalStorage)
-            storage.write_at(upload.storage_key, offset + position, block)
-
-        local = isinstance(storage, LocalStorage)
+            write_block = write_in_place
+        streams_in = write_block is not None
         try:
             data, digest = await self.service.digests.read_part(
-                upload.id,
-                offset,
-                index + 1,
-                body,
-                expected,
-                (write_block_now if local else write_block) if streams_in else None,
-                blocking=local,
+                upload.id, offset, index + 1, body, expected, write_block
             )
         except PartTooLarge as exc:
             raise wrong_size from exc

@@ -202,6 +202,8 @@ async def tus_patch(
     upload_checksum: Annotated[str | None, Header(alias="Upload-Checksum")] = None,
     content_type: Annotated[str | None, Header(alias="Content-Type")] = None,
 ) -> Response:
+    offset = int(upload_offset) if upload_offset is not None and upload_offset.isdigit() else None
+
     async def authenticate(session: AsyncSession) -> Principal:
         # Who asks comes first (401 before any complaint about the request), in the PATCH's
         # first unit of work.
@@ -210,13 +212,12 @@ async def tus_patch(
             raise ProblemError(
                 ErrorCode.UPLOAD_001, f"PATCH bodies must be {OFFSET_TYPE}", status=415
             )
-        if upload_offset is None or not upload_offset.isdigit():
+        if offset is None:
             raise ProblemError(ErrorCode.UPLOAD_001, "Upload-Offset must be a whole number")
         return principal
 
-    offset = int(upload_offset) if upload_offset is not None and upload_offset.isdigit() else -1
     result = await TusUploads(service).patch(
-        authenticate, upload_id, offset, request.stream(), parse_checksum(upload_checksum)
+        authenticate, upload_id, offset or 0, request.stream(), parse_checksum(upload_checksum)
     )
     headers = _tus_headers(result.upload)
     headers["Upload-Offset"] = str(result.offset)
