@@ -46,6 +46,7 @@ from homeport.realtime import tasks as realtime_tasks
 from homeport.realtime.endpoints import router as realtime_router
 from homeport.realtime.hub import Hub
 from homeport.records.endpoints import router as records_router
+from homeport.records.writes import GroupedWrites
 from homeport.search.endpoints import router as search_router
 from homeport.state import AppState
 from homeport.sync import tasks as sync_tasks
@@ -186,6 +187,7 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
             storage=storage,
             upload_digests=RunningDigests(),
         )
+        app.state.homeport.record_writes = GroupedWrites(app.state.homeport)
         await hub.start()
         if runner is not None:
             await runner.start()

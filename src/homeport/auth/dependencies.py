@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.principal import Principal
-from homeport.auth.service import AuthService
+from homeport.auth.service import AuthService, checked_access_token
 from homeport.auth.tokens import API_KEY_MARK
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.security import hash_token
@@ -52,17 +52,23 @@ async def _authenticate(
         state.verified_api_keys.add(hash_token(api_key))
         return principal
     if bearer is None:
-        raise ProblemError(
-            ErrorCode.AUTH_001,
-            "Authentication required",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise _authentication_required()
     # The rate limiter, which runs first, verified the token already: the key ring's cache
     # answers this second check.
     return await service.authenticate_bearer(bearer.credentials)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _authentication_required() -> ProblemError:
+    return ProblemError(
+        ErrorCode.AUTH_001, "Authentication required", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+# A request's bearer token, API key and client address.
+Identity = tuple[str | None, str | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,13 @@ class Credentials:
     state: AppState
     bearer: HTTPAuthorizationCredentials | None
     api_key: str | None
+
+    @property
+    def identity(self) -> Identity:
+        """What the principal depends on: requests with the same identity are the same caller
+        (a grouped write checks it once)."""
+        client_ip = self.request.client.host if self.request.client else None
+        return (self.bearer.credentials if self.bearer else None, self.api_key, client_ip)
 
     async def principal(self, session: AsyncSession) -> Principal:
         state = self.state
@@ -92,6 +105,22 @@ async def get_credentials(
 
 
 CredentialsDep = Annotated[Credentials, Depends(get_credentials)]
+
+
+async def get_checked_credentials(credentials: CredentialsDep) -> Credentials:
+    """Credentials that are present and, for an access token, signed, unexpired and of this
+    server (no database yet; the session is checked with the work): a request without them
+    gets its 401 before its body is read."""
+    bearer, api_key = credentials.bearer, credentials.api_key
+    if not api_key and bearer is None:
+        raise _authentication_required()
+    if not api_key and bearer is not None and not bearer.credentials.startswith(API_KEY_MARK):
+        state = credentials.state
+        checked_access_token(state.keyring, state.settings, bearer.credentials)
+    return credentials
+
+
+CheckedCredentialsDep = Annotated[Credentials, Depends(get_checked_credentials)]
 
 
 async def get_principal_briefly(credentials: CredentialsDep) -> Principal:

@@ -14,6 +14,7 @@ from homeport.auth.repository import AuthRepository
 from homeport.auth.tokens import (
     API_KEY_MARK,
     REFRESH_MARK,
+    AccessClaims,
     issue_access_token,
     read_access_token,
 )
@@ -218,11 +219,7 @@ class AuthService:
     # Authentication of requests
 
     async def authenticate_bearer(self, token: str) -> Principal:
-        try:
-            claims = read_access_token(self.keyring, token, issuer=self.settings.jwt_issuer)
-        except TokenError as exc:
-            code = ErrorCode.AUTH_002 if exc.expired else ErrorCode.AUTH_001
-            raise ProblemError(code, exc.reason) from exc
+        claims = checked_access_token(self.keyring, self.settings, token)
         found = await self.repository.find_session_credentials(claims.tenant_id, claims.session_id)
         if found is None:
             raise ProblemError(ErrorCode.AUTH_001, "Session not found")
@@ -357,6 +354,16 @@ class AuthService:
             raise not_found("Tenant")
         user = await self.tenants.get_user(principal.user_id) if principal.user_id else None
         return tenant, user
+
+
+def checked_access_token(keyring: KeyRing, settings: Settings, token: str) -> AccessClaims:
+    """The claims of a signed, unexpired access token of this server (its session is not
+    checked here); else the 401 problem."""
+    try:
+        return read_access_token(keyring, token, issuer=settings.jwt_issuer)
+    except TokenError as exc:
+        code = ErrorCode.AUTH_002 if exc.expired else ErrorCode.AUTH_001
+        raise ProblemError(code, exc.reason) from exc
 
 
 def _ip_allowed(client_ip: str | None, allowed: list[str]) -> bool:

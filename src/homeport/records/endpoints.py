@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 
-from homeport.auth.dependencies import PrincipalDep
+from homeport.auth.dependencies import CheckedCredentialsDep, PrincipalDep
 from homeport.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode
 from homeport.kit.problems import Problem, responses
 from homeport.records.etags import etag, if_match_version, none_match
@@ -19,6 +19,7 @@ from homeport.records.schemas import (
     RecordPage,
 )
 from homeport.records.service import RecordService, RecordView
+from homeport.records.writes import GroupedWrites
 from homeport.state import SessionDep, StateDep
 from homeport.sync.schemas import CollectionName, RecordId
 
@@ -65,6 +66,15 @@ async def record_service(state: StateDep, session: SessionDep) -> RecordService:
 
 
 RecordsDep = Annotated[RecordService, Depends(record_service)]
+
+
+async def grouped_writes(state: StateDep) -> GroupedWrites:
+    writes: GroupedWrites = state.record_writes
+    return writes
+
+
+# Single writes run in shared transactions with concurrent ones (no session of their own).
+WritesDep = Annotated[GroupedWrites, Depends(grouped_writes)]
 
 
 def _record_headers(view: RecordView) -> dict[str, str]:
@@ -186,11 +196,11 @@ async def get_record(
 async def create_record(
     request: Request,
     collection: CollectionPath,
-    principal: PrincipalDep,
-    service: RecordsDep,
+    credentials: CheckedCredentialsDep,
+    writes: WritesDep,
     data: Annotated[dict[str, Any], Body(description="The record.")],
 ) -> Response:
-    view = await service.write(principal, collection, BatchOperation(op="create", data=data))
+    view = await writes.write(credentials, collection, BatchOperation(op="create", data=data))
     assert view is not None
     response = _record_response(view, status.HTTP_201_CREATED)
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{view.record_id}"
@@ -209,13 +219,13 @@ async def create_record(
 async def replace_record(
     collection: CollectionPath,
     record_id: IdPath,
-    principal: PrincipalDep,
-    service: RecordsDep,
+    credentials: CheckedCredentialsDep,
+    writes: WritesDep,
     data: Annotated[dict[str, Any], Body(description="The whole record.")],
     if_match: IfMatch = None,
 ) -> Response:
     operation = BatchOperation(op="replace", id=record_id, data=data, if_match=_condition(if_match))
-    view = await service.write(principal, collection, operation)
+    view = await writes.write(credentials, collection, operation)
     assert view is not None
     return _record_response(view)
 
@@ -241,13 +251,13 @@ async def replace_record(
 async def patch_record(
     collection: CollectionPath,
     record_id: IdPath,
-    principal: PrincipalDep,
-    service: RecordsDep,
+    credentials: CheckedCredentialsDep,
+    writes: WritesDep,
     patch: Annotated[dict[str, Any], Body()],
     if_match: IfMatch = None,
 ) -> Response:
     operation = BatchOperation(op="patch", id=record_id, data=patch, if_match=_condition(if_match))
-    view = await service.write(principal, collection, operation)
+    view = await writes.write(credentials, collection, operation)
     assert view is not None
     return _record_response(view)
 
@@ -261,12 +271,12 @@ async def patch_record(
 async def delete_record(
     collection: CollectionPath,
     record_id: IdPath,
-    principal: PrincipalDep,
-    service: RecordsDep,
+    credentials: CheckedCredentialsDep,
+    writes: WritesDep,
     if_match: IfMatch = None,
 ) -> Response:
     operation = BatchOperation(op="delete", id=record_id, if_match=_condition(if_match))
-    await service.write(principal, collection, operation)
+    await writes.write(credentials, collection, operation)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

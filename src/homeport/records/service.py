@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,10 +39,12 @@ from homeport.sync.rules import Reach, Writer, read_reach
 from homeport.sync.schemas import PushChange
 from homeport.sync.service import (
     ATOMIC_ABORTED,
+    Author,
     BatchItem,
     SyncService,
     WriteCondition,
     WrittenRecord,
+    origin_of,
     write_item,
 )
 
@@ -213,7 +215,9 @@ class RecordService:
 
     # Writes
 
-    def _item(self, collection: Collection, operation: BatchOperation) -> BatchItem:
+    def _item(
+        self, collection: Collection, operation: BatchOperation, author: Author | None = None
+    ) -> BatchItem:
         data = operation.data
         record_id = operation.id
         if operation.op == "create":
@@ -232,15 +236,22 @@ class RecordService:
             op="delete" if operation.op == "delete" else "upsert",
             data=None if operation.op == "delete" else data,
         )
-        return write_item(change, condition)
+        return write_item(change, condition, author)
 
     async def _apply(
-        self, principal: Principal, collection: Collection, mode: str, items: list[BatchItem]
+        self,
+        principal: Principal,
+        collections: dict[str, Collection],
+        items: list[BatchItem],
+        mode: str = "best_effort",
     ) -> tuple[dict[str, Any], dict[tuple[str, str], WrittenRecord]]:
-        access = self._access(principal, collection, write=True)
-        outcome = await self.sync.apply_batch(
-            principal, mode, items, access.writer, utcnow(), {collection.name: collection}
-        )
+        """Items with an :class:`Author` are written as theirs; the others as ``principal``'s
+        (whose access to the one collection is checked here)."""
+        writer = None
+        if any(item.author is None for item in items):
+            [collection] = collections.values()
+            writer = self._access(principal, collection, write=True).writer
+        outcome = await self.sync.apply_batch(principal, mode, items, writer, utcnow(), collections)
         return outcome.answer, outcome.written
 
     async def _hidden(self, principal: Principal, collection: Collection, record_id: str) -> bool:
@@ -269,23 +280,68 @@ class RecordService:
             return "NOT_FOUND", f"Record {item.record_id!r} not found", None
         return code, message, fields
 
-    async def write(
-        self, principal: Principal, name: str, operation: BatchOperation
-    ) -> RecordView | None:
-        """One create, replace, patch or delete; the record after it (None after a delete)."""
-        collection = await self.collection(principal, name)
-        item = self._item(collection, operation)
-        _answer, written = await self._apply(principal, collection, "atomic", [item])
+    async def write_each(
+        self, writes: Sequence[SingleWrite]
+    ) -> list[RecordView | ProblemError | None]:
+        """Independent single writes of several callers (grouped requests) in the caller's
+        transaction: each answer is what that write alone would have got, the record after it
+        or its error. Writes of one record are applied one after the other, in order, so each
+        answer shows the version that write made."""
+        answers: list[RecordView | ProblemError | None] = [None] * len(writes)
+        collections: dict[tuple[str, str], Collection | ProblemError] = {}
+        pending: list[_Pending] = []
+        for index, write in enumerate(writes):
+            principal = write.principal
+            key = (principal.tenant_id, write.collection)
+            if key not in collections:
+                try:
+                    collections[key] = await self.collection(principal, write.collection)
+                except ProblemError as exc:
+                    collections[key] = exc
+            collection = collections[key]
+            if isinstance(collection, ProblemError):
+                answers[index] = collection
+                continue
+            try:
+                access = self._access(principal, collection, write=True)
+            except ProblemError as exc:
+                answers[index] = exc
+                continue
+            author = Author(origin_of(principal), access.writer)
+            item = self._item(collection, write.operation, author)
+            pending.append(_Pending(index, write, collection, item))
+        while pending:
+            # A record written twice waits for the next round: each answer shows its own write.
+            this_round, pending = _one_per_record(pending)
+            for tenant_round in _by_tenant(this_round):
+                first = tenant_round[0]
+                _answer, written = await self._apply(
+                    first.write.principal,
+                    {entry.collection.name: entry.collection for entry in tenant_round},
+                    [entry.item for entry in tenant_round],
+                )
+                for entry in tenant_round:
+                    answers[entry.index] = await self._written(entry, written)
+        return answers
+
+    async def _written(
+        self, entry: _Pending, written: dict[tuple[str, str], WrittenRecord]
+    ) -> RecordView | ProblemError | None:
+        """One single write's answer: the record after it, None after a delete, or its error."""
+        item, name = entry.item, entry.collection.name
         if item.error is not None:
-            code, message, fields = await self._item_error(principal, collection, operation, item)
+            principal, operation = entry.write.principal, entry.write.operation
+            code, message, fields = await self._item_error(
+                principal, entry.collection, operation, item
+            )
             error, status = _ITEM_ERRORS.get(code, (ErrorCode.SYNC_001, None))
             extra = {"errors": [{"field": f, "message": message} for f in fields]} if fields else {}
-            raise ProblemError(error, message, extra=extra, status=status)
+            return ProblemError(error, message, extra=extra, status=status)
         assert item.record_id is not None
         record = written.get((name, item.record_id))
         if record is None:
             # Nothing written (a conflict the policy resolved for the server): report it.
-            raise ProblemError(ErrorCode.SYNC_004, "The record changed meanwhile; read it again")
+            return ProblemError(ErrorCode.SYNC_004, "The record changed meanwhile; read it again")
         if record.deleted:
             return None
         body = record_json(
@@ -326,7 +382,9 @@ class RecordService:
             if stored is not None:
                 return stored, True
         items = [self._item(collection, operation) for operation in body.operations]
-        answer, _written = await self._apply(principal, collection, body.mode, items)
+        answer, _written = await self._apply(
+            principal, {collection.name: collection}, items, body.mode
+        )
         results = []
         for index, (operation, item, result) in enumerate(
             zip(body.operations, items, answer["results"], strict=True)
@@ -370,3 +428,42 @@ class RecordService:
                 principal.tenant_id, scope, idempotency_key, out
             )
         return out, False
+
+
+@dataclass(frozen=True)
+class SingleWrite:
+    """One create, replace, patch or delete by one caller."""
+
+    principal: Principal
+    collection: str
+    operation: BatchOperation
+
+
+@dataclass
+class _Pending:
+    index: int  # in the writes given
+    write: SingleWrite
+    collection: Collection
+    item: BatchItem
+
+
+def _one_per_record(pending: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
+    """The writes of this round (the first of each record, in order) and those left."""
+    seen: set[tuple[str, str, str | None]] = set()
+    now: list[_Pending] = []
+    later: list[_Pending] = []
+    for entry in pending:
+        assert entry.item.change is not None
+        key = (entry.write.principal.tenant_id, entry.collection.name, entry.item.change.id)
+        (later if key in seen else now).append(entry)
+        seen.add(key)
+    return now, later
+
+
+def _by_tenant(entries: list[_Pending]) -> list[list[_Pending]]:
+    """In tenant order: concurrent groups then take their record locks (PostgreSQL) in one
+    global order, tenant by tenant, and never wait on each other crosswise."""
+    groups: dict[str, list[_Pending]] = {}
+    for entry in entries:
+        groups.setdefault(entry.write.principal.tenant_id, []).append(entry)
+    return [groups[tenant_id] for tenant_id in sorted(groups)]

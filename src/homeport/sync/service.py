@@ -67,6 +67,15 @@ class BatchOutcome:
     written: dict[tuple[str, str], WrittenRecord]
 
 
+@dataclass(frozen=True)
+class Author:
+    """Who wrote an item, when one batch holds the writes of several callers (the records
+    API's grouped single writes): its HLC origin and its writer (None: an API key)."""
+
+    origin: str
+    writer: Writer | None
+
+
 @dataclass
 class _Item:
     change: PushChange | None
@@ -79,14 +88,17 @@ class _Item:
     digest: str | None = None  # content hash of the item's data, once computed
     error: tuple[str, str, list[str] | None] | None = None  # code, message, fields
     condition: WriteCondition | None = None
+    author: Author | None = None  # None: the batch's principal
 
 
 BatchItem = _Item
 
 
-def write_item(change: PushChange, condition: WriteCondition) -> _Item:
+def write_item(
+    change: PushChange, condition: WriteCondition, author: Author | None = None
+) -> _Item:
     """One records API write, for :meth:`SyncService.apply_batch`."""
-    return _Item(change, condition=condition)
+    return _Item(change, condition=condition, author=author)
 
 
 @dataclass
@@ -276,15 +288,17 @@ class SyncService:
     ) -> BatchOutcome:
         """Check, resolve and write a batch of changes in the caller's transaction: the one write
         path of pushes and of the records API. ``writer`` None: a server (API key) to which
-        the collections' write rules do not apply."""
+        the collections' write rules do not apply. An item with an :class:`Author` is written
+        as that author's (``principal`` then only names the tenant)."""
         tenant_id = principal.tenant_id
         if collections is None:
             collections = {c.name: c for c in await self.repository.list_collections(tenant_id)}
-        origin = principal.device_id or f"api-key:{principal.api_key_id}"
+        origin = origin_of(principal)
         now_ms = int(now.timestamp() * 1000)
         skew_ms = self.settings.sync_max_clock_skew_seconds * 1000
         for item in items:
-            self._check_item(item, collections, origin, now_ms, skew_ms)
+            item_origin = item.author.origin if item.author else origin
+            self._check_item(item, collections, item_origin, now_ms, skew_ms)
         keys = [
             (i.collection.name, i.record_id)
             for i in items
@@ -301,7 +315,8 @@ class SyncService:
         conflict_rows: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for item in items:
-            outcome = None if item.error else self._apply_item(item, working, writer)
+            item_writer = item.author.writer if item.author else writer
+            outcome = None if item.error else self._apply_item(item, working, item_writer)
             if item.error is not None:
                 code, message, fields = item.error
                 errors.append(
@@ -753,6 +768,11 @@ class SyncService:
     def force_sync_cursor(self, principal: Principal) -> str:
         _device_user(principal)
         return self.cursor_for(principal.tenant_id, START)
+
+
+def origin_of(principal: Principal) -> str:
+    """The HLC origin of a caller's writes: its device, or its API key."""
+    return principal.device_id or f"api-key:{principal.api_key_id}"
 
 
 def _device_user(principal: Principal) -> tuple[str, str]:

@@ -1,0 +1,63 @@
+"""Single record writes (create, replace, patch, delete) of concurrent requests, run together.
+
+Each request hands its write to :class:`GroupedWrites` and waits for its answer; the writes
+that arrive while one group runs share the next transaction (group commit): one session check
+per caller, one collection lookup, one lock, read and feed write for all. Every write still
+gets the answer it would have got alone, and a write that fails changes nothing of the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeport.auth.dependencies import Credentials, Identity
+from homeport.auth.principal import Principal
+from homeport.kit.errors import ProblemError
+from homeport.kit.groupcommit import GroupCommit
+from homeport.records.schemas import BatchOperation
+from homeport.records.service import RecordService, RecordView, SingleWrite
+from homeport.state import AppState, unit_of_work
+
+Answer = RecordView | None
+
+
+@dataclass(frozen=True)
+class _Request:
+    credentials: Credentials
+    collection: str
+    operation: BatchOperation
+
+
+class GroupedWrites:
+    def __init__(self, state: AppState, max_group: int = 256) -> None:
+        self.state = state
+        self.group: GroupCommit[_Request, Answer] = GroupCommit(self._run, max_group)
+
+    async def write(
+        self, credentials: Credentials, collection: str, operation: BatchOperation
+    ) -> Answer:
+        """The record after the write (None after a delete); raises the write's error."""
+        return await self.group.submit(_Request(credentials, collection, operation))
+
+    async def _run(self, requests: list[_Request]) -> list[Answer | BaseException]:
+        state = self.state
+        answers: list[Answer | BaseException] = []
+        async with unit_of_work(state) as session:
+            callers: dict[Identity, Principal | ProblemError] = {}
+            writes: list[SingleWrite] = []
+            for request in requests:
+                identity = request.credentials.identity
+                if identity not in callers:
+                    try:
+                        callers[identity] = await request.credentials.principal(session)
+                    except ProblemError as exc:
+                        callers[identity] = exc
+                caller = callers[identity]
+                if isinstance(caller, Principal):
+                    writes.append(SingleWrite(caller, request.collection, request.operation))
+            service = RecordService(session, state.settings, state.secret_key)
+            written = iter(await service.write_each(writes))
+            for request in requests:
+                caller = callers[request.credentials.identity]
+                answers.append(caller if isinstance(caller, ProblemError) else next(written))
+        return answers

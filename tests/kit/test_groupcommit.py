@@ -1,0 +1,84 @@
+"""Group commit: concurrent works share a run; a failing group falls back to runs of one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from homeport.kit.groupcommit import GroupCommit
+
+
+class Recorder:
+    """Doubles numbers; a negative one is refused (its own answer); 13 breaks the whole run."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[int]] = []
+
+    async def run(self, works: list[int]) -> list[int | BaseException]:
+        self.runs.append(list(works))
+        await asyncio.sleep(0.01)  # the time a transaction takes: others queue meanwhile
+        if 13 in works:
+            raise RuntimeError("the run failed")
+        return [ValueError(f"refused {work}") if work < 0 else work * 2 for work in works]
+
+
+async def test_a_caller_alone_runs_at_once_and_concurrent_ones_share_runs() -> None:
+    recorder = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(recorder.run)
+    assert await group.submit(1) == 2
+    assert recorder.runs == [[1]]
+
+    answers = await asyncio.gather(*(group.submit(n) for n in range(2, 12)))
+    assert answers == [n * 2 for n in range(2, 12)]
+    # All ten were waiting before the run started: one run.
+    assert recorder.runs[1:] == [list(range(2, 12))]
+    assert group.groups_run == 2
+
+
+async def test_groups_are_bounded() -> None:
+    recorder = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(recorder.run, max_group=4)
+    answers = await asyncio.gather(*(group.submit(n) for n in range(10)))
+    assert answers == [n * 2 for n in range(10)]
+    assert [len(run) for run in recorder.runs] == [4, 4, 2]
+
+
+async def test_a_work_refused_gets_its_own_error_and_the_others_their_answers() -> None:
+    recorder = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(recorder.run)
+    answers = await asyncio.gather(*(group.submit(n) for n in (1, -5, 3)), return_exceptions=True)
+    assert answers[0] == 2
+    assert isinstance(answers[1], ValueError)
+    assert str(answers[1]) == "refused -5"
+    assert answers[2] == 6
+    assert len(recorder.runs) == 1
+
+
+async def test_a_failed_run_is_retried_work_by_work() -> None:
+    recorder = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(recorder.run)
+    blocker = asyncio.ensure_future(group.submit(0))  # holds the first run so the rest queue
+    await asyncio.sleep(0)
+    answers = await asyncio.gather(*(group.submit(n) for n in (4, 13, 5)), return_exceptions=True)
+    assert await blocker == 0
+    assert answers[0] == 8
+    assert isinstance(answers[1], RuntimeError)
+    assert answers[2] == 10
+    assert recorder.runs == [[0], [4, 13, 5], [4], [13], [5]]
+
+
+async def test_a_caller_that_gives_up_does_not_cancel_the_others() -> None:
+    recorder = Recorder()
+    group: GroupCommit[int, int] = GroupCommit(recorder.run)
+    first = asyncio.ensure_future(group.submit(1))
+    await asyncio.sleep(0)
+    leaving = asyncio.ensure_future(group.submit(2))
+    staying = asyncio.ensure_future(group.submit(3))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert await first == 2
+    assert await staying == 6
+    assert recorder.runs == [[1], [2, 3]]  # the work that was left still ran with the others
