@@ -37,9 +37,7 @@ async def test_concurrent_creates_share_groups_and_are_written_as_their_callers(
         for number, caller in enumerate(callers)
         for index in range(10)
     ]
-    answers = await asyncio.gather(
-        *(_create(rest, NOTES, data, caller) for caller, data in writes)
-    )
+    answers = await asyncio.gather(*(_create(rest, NOTES, data, caller) for caller, data in writes))
     assert [answer.status_code for answer in answers] == [201] * 30
     for (_caller, data), answer in zip(writes, answers, strict=True):
         assert answer.json()["id"] == data["id"]
@@ -136,9 +134,7 @@ async def test_failing_writes_in_a_group_change_nothing_of_the_others(rest: Rest
     assert sorted(item["id"] for item in listed.json()["data"]) == ["good-1", "good-2", "taken"]
     taken = await rest.client.get(f"{ORDERS}/taken", headers=rest.owner.headers)
     assert taken.json()["data"]["title"] == "first"
-    ledger = await rest.client.get(
-        "/api/v1/collections/ledger/records", headers=rest.owner.headers
-    )
+    ledger = await rest.client.get("/api/v1/collections/ledger/records", headers=rest.owner.headers)
     assert ledger.json()["data"] == []
 
 
