@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -202,8 +203,14 @@ def serve(
         f"Homeport listening on http://{settings.host}:{settings.port}"
         f" (API docs at /api-docs, data in {settings.data_dir}); Ctrl+C stops it."
     )
+    application = create_app(settings)
+    # Everything built so far (modules, the route table, schemas) lives as long as the process:
+    # out of the collector's sight, a full collection no longer walks it. Unfrozen, those walks
+    # stalled every request in flight for about 100 ms every second under load (W3's p99).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        application,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
