@@ -22,6 +22,7 @@ from homeport.kit.storage import (
     Part,
     Storage,
     StorageError,
+    left_after_write,
     open_storage,
     sha256_of,
 )
@@ -478,3 +479,27 @@ def test_open_storage_picks_the_backend(tmp_path: Path) -> None:
         open_storage("ftp", root=tmp_path)
     with pytest.raises(ValueError, match="bucket"):
         open_storage("s3", root=tmp_path)
+
+
+async def test_local_write_at_takes_pieces_in_one_write(tmp_path: Path) -> None:
+    local = LocalStorage(tmp_path / "files")
+    await local.create_staged("staged/pieces")
+    pieces = [b"ab", b"", b"cdef", os.urandom(70_000), b"g"]
+    local.write_at("staged/pieces", 3, pieces)
+    local.write_at("staged/pieces", 0, b"xyz")
+    # More pieces than one pwritev takes: written in several calls, still in order.
+    many = [bytes([n % 251]) for n in range(1_500)]
+    local.write_at("staged/pieces", 3 + sum(map(len, pieces)), many)
+    written = (tmp_path / "files" / "staged" / "pieces").read_bytes()
+    assert written == b"xyz" + b"".join(pieces) + b"".join(many)
+    with pytest.raises(ObjectMissing):
+        local.write_at("staged/never-created", 0, [b"a"])
+
+
+def test_what_is_left_after_a_short_write() -> None:
+    pieces = [b"abc", b"de", b"fgh"]
+    assert left_after_write(pieces, 0) == pieces
+    assert left_after_write(pieces, 2) == [b"c", b"de", b"fgh"]
+    assert left_after_write(pieces, 3) == [b"de", b"fgh"]
+    assert left_after_write(pieces, 6) == [b"gh"]
+    assert left_after_write(pieces, 8) == []

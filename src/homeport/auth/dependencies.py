@@ -95,23 +95,26 @@ class Credentials:
         return await _authenticate(self.request, state, service, self.bearer, self.api_key)
 
 
-async def get_credentials(
-    request: Request,
-    state: StateDep,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    api_key: Annotated[str | None, Depends(_api_key)],
-) -> Credentials:
-    return Credentials(request, state, bearer, api_key)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+ApiKeyDep = Annotated[str | None, Depends(_api_key)]
+
+
+async def get_credentials(request: Request, bearer: BearerDep, api_key: ApiKeyDep) -> Credentials:
+    # The state straight from the app, not through a dependency of its own: on the hot write
+    # paths each dependency FastAPI solves costs more than what it computes.
+    return Credentials(request, request.app.state.homeport, bearer, api_key)
 
 
 CredentialsDep = Annotated[Credentials, Depends(get_credentials)]
 
 
-async def get_checked_credentials(credentials: CredentialsDep) -> Credentials:
+async def get_checked_credentials(
+    request: Request, bearer: BearerDep, api_key: ApiKeyDep
+) -> Credentials:
     """Credentials that are present and, for an access token, signed, unexpired and of this
     server (no database yet; the session is checked with the work): a request without them
     gets its 401 before its body is read."""
-    bearer, api_key = credentials.bearer, credentials.api_key
+    credentials = await get_credentials(request, bearer, api_key)
     if not api_key and bearer is None:
         raise _authentication_required()
     if not api_key and bearer is not None and not bearer.credentials.startswith(API_KEY_MARK):

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 
-from homeport.auth.dependencies import CheckedCredentialsDep, PrincipalDep
+from homeport.auth.dependencies import CheckedCredentialsDep, Credentials, PrincipalDep
 from homeport.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode
 from homeport.kit.problems import Problem, responses
 from homeport.records.etags import etag, if_match_version, none_match
@@ -68,13 +68,13 @@ async def record_service(state: StateDep, session: SessionDep) -> RecordService:
 RecordsDep = Annotated[RecordService, Depends(record_service)]
 
 
-async def grouped_writes(state: StateDep) -> GroupedWrites:
-    writes: GroupedWrites = state.record_writes
-    return writes
-
-
-# Single writes run in shared transactions with concurrent ones (no session of their own).
-WritesDep = Annotated[GroupedWrites, Depends(grouped_writes)]
+async def _write(
+    credentials: Credentials, collection: str, operation: BatchOperation
+) -> RecordView | None:
+    """A single write, in a transaction shared with concurrent ones (the app's grouped writes
+    are looked up here, not by a dependency: FastAPI's solving of one costs more than this)."""
+    writes: GroupedWrites = credentials.state.record_writes
+    return await writes.write(credentials, collection, operation)
 
 
 def _record_headers(view: RecordView) -> dict[str, str]:
@@ -197,10 +197,9 @@ async def create_record(
     request: Request,
     collection: CollectionPath,
     credentials: CheckedCredentialsDep,
-    writes: WritesDep,
     data: Annotated[dict[str, Any], Body(description="The record.")],
 ) -> Response:
-    view = await writes.write(credentials, collection, BatchOperation(op="create", data=data))
+    view = await _write(credentials, collection, BatchOperation(op="create", data=data))
     assert view is not None
     response = _record_response(view, status.HTTP_201_CREATED)
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{view.record_id}"
@@ -220,12 +219,11 @@ async def replace_record(
     collection: CollectionPath,
     record_id: IdPath,
     credentials: CheckedCredentialsDep,
-    writes: WritesDep,
     data: Annotated[dict[str, Any], Body(description="The whole record.")],
     if_match: IfMatch = None,
 ) -> Response:
     operation = BatchOperation(op="replace", id=record_id, data=data, if_match=_condition(if_match))
-    view = await writes.write(credentials, collection, operation)
+    view = await _write(credentials, collection, operation)
     assert view is not None
     return _record_response(view)
 
@@ -252,12 +250,11 @@ async def patch_record(
     collection: CollectionPath,
     record_id: IdPath,
     credentials: CheckedCredentialsDep,
-    writes: WritesDep,
     patch: Annotated[dict[str, Any], Body()],
     if_match: IfMatch = None,
 ) -> Response:
     operation = BatchOperation(op="patch", id=record_id, data=patch, if_match=_condition(if_match))
-    view = await writes.write(credentials, collection, operation)
+    view = await _write(credentials, collection, operation)
     assert view is not None
     return _record_response(view)
 
@@ -272,11 +269,10 @@ async def delete_record(
     collection: CollectionPath,
     record_id: IdPath,
     credentials: CheckedCredentialsDep,
-    writes: WritesDep,
     if_match: IfMatch = None,
 ) -> Response:
     operation = BatchOperation(op="delete", id=record_id, if_match=_condition(if_match))
-    await writes.write(credentials, collection, operation)
+    await _write(credentials, collection, operation)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

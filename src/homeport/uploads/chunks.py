@@ -12,6 +12,7 @@ from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import StoredFile, UploadSession
+from homeport.uploads.blocks import Block, joined, leading, size_of
 from homeport.uploads.digests import PartTooLarge, Sink
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.schemas import UploadInit
@@ -107,13 +108,13 @@ class ChunkUploads:
         if isinstance(storage, LocalStorage) and not resent:
             local = storage
 
-            def write_in_place(position: int, block: bytes) -> None:
+            def write_in_place(position: int, block: Block) -> None:
                 local.write_at(upload.storage_key, offset + position, block)
 
             write_block = write_in_place
         streams_in = write_block is not None
         try:
-            data, digest = await self.service.digests.read_part(
+            pieces, digest = await self.service.digests.read_part(
                 upload.id, offset, index + 1, body, expected, write_block
             )
         except PartTooLarge as exc:
@@ -122,7 +123,8 @@ class ChunkUploads:
             raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
         except StorageError as exc:
             raise storage_unavailable(exc) from exc
-        if len(data) != expected:
+        size = size_of(pieces)
+        if size != expected:
             self.service.digests.drop(upload.id)
             raise wrong_size
         if digest != checksum.lower():
@@ -134,15 +136,15 @@ class ChunkUploads:
             )
         if index == 0:
             try:
-                self.service.check_head(upload, data[:HEAD_BYTES])
+                self.service.check_head(upload, leading(pieces, HEAD_BYTES))
             except ProblemError:
                 self.service.digests.drop(upload.id)
                 raise
-        part = Part(number=index + 1, offset=offset, size=len(data))
+        part = Part(number=index + 1, offset=offset, size=size)
         try:
-            if not streams_in:
+            if not streams_in:  # only then are the pieces joined
                 part = await storage.write_part(
-                    upload.storage_key, upload.storage_handle, part, data
+                    upload.storage_key, upload.storage_handle, part, joined(pieces)
                 )
         except ObjectMissing as exc:
             raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc

@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from homeport.uploads.blocks import Blocks, joined
+from homeport.uploads.blocks import Block, Blocks, size_of
 
 # Gets each block of a part with its offset within the part, on the hashing thread (a local
 # file writes it there: one thread hand-off per block for both).
-Sink = Callable[[int, bytes], None]
+Sink = Callable[[int, Block], None]
 
 
 @dataclass
@@ -43,12 +43,12 @@ class RunningDigests:
         body: AsyncIterator[bytes],
         limit: int,
         sink: Sink | None = None,
-    ) -> tuple[bytes, str]:
-        """Read a REST chunk that will be stored at ``offset`` and return it with its
-        SHA-256. Hashing runs on a worker thread, block by block, while the next block
-        arrives; when the chunk continues the whole-file digest, that digest takes it in the
-        same pass. ``sink`` (if given) gets each block with its offset within the part, in
-        order, on that thread (a local file writes while the next block arrives). Raises
+    ) -> tuple[Block, str]:
+        """Read a REST chunk that will be stored at ``offset`` and return it (its pieces, not
+        joined) with its SHA-256. Hashing runs on a worker thread, block by block, while the
+        next block arrives; when the chunk continues the whole-file digest, that digest takes
+        it in the same pass. ``sink`` (if given) gets each block with its offset within the
+        part, in order, on that thread (a local file writes while the next block arrives). Raises
         :class:`PartTooLarge` past ``limit`` bytes; any failure (or a checksum the caller then
         refuses, see :meth:`drop`) leaves no half-fed digest."""
         entry = self._entries.get(upload_id)
@@ -69,14 +69,15 @@ class RunningDigests:
                     self.drop(upload_id)
                 raise
         if entry is not None and running is not None:
-            entry.offset += len(data)
+            entry.offset += size_of(data)
             entry.parts[part] = digest
         elif entry is not None and offset < entry.offset and entry.parts.get(part) != digest:
             self.drop(upload_id)  # bytes already hashed were replaced
         return data, digest
 
-    def feed_sequential(self, upload_id: str, offset: int, data: bytes) -> None:
-        """Bytes appended at ``offset`` (tus): the digest grows only along the file."""
+    def feed_sequential(self, upload_id: str, offset: int, data: bytes | Block) -> None:
+        """Bytes (or a block's pieces) appended at ``offset`` (tus): the digest grows only
+        along the file."""
         entry = self._entries.get(upload_id)
         if entry is None and offset == 0:
             entry = self._entries[upload_id] = _Digest()
@@ -87,8 +88,9 @@ class RunningDigests:
         if offset != entry.offset:
             self.drop(upload_id)
             return
-        entry.hasher.update(data)
-        entry.offset += len(data)
+        for piece in [data] if isinstance(data, bytes) else data:
+            entry.hasher.update(piece)
+            entry.offset += len(piece)
 
     def take(self, upload_id: str, total_size: int, parts: dict[int, str]) -> str | None:
         """The digest when it covers the whole file and every part it hashed is the stored one."""
@@ -109,20 +111,21 @@ class PartTooLarge(Exception):
 
 async def _read_hashing(
     body: AsyncIterator[bytes], limit: int, running: Any, sink: Sink | None
-) -> tuple[bytes, str]:
+) -> tuple[Block, str]:
     chunk = hashlib.sha256()
     hashed = 0
     pending: asyncio.Future[None] | None = None
 
-    def step(position: int, block: bytes) -> None:
-        chunk.update(block)
-        if running is not None:
-            running.update(block)
+    def step(position: int, block: Block) -> None:
+        for piece in block:
+            chunk.update(piece)
+            if running is not None:
+                running.update(piece)
         if sink is not None:
             sink(position, block)
 
     gathered = Blocks()
-    blocks: list[bytes] = []
+    pieces: Block = []
     received = 0
     try:
         async for piece in body:
@@ -134,14 +137,14 @@ async def _read_hashing(
                 continue
             if pending is not None:
                 await pending
-            blocks.append(block)
+            pieces.extend(block)
             pending = asyncio.ensure_future(asyncio.to_thread(step, hashed, block))
-            hashed += len(block)
+            hashed += size_of(block)
         if pending is not None:
             await pending
             pending = None
         if (block := gathered.rest()) is not None:
-            blocks.append(block)
+            pieces.extend(block)
             pending = asyncio.ensure_future(asyncio.to_thread(step, hashed, block))
             await pending
             pending = None
@@ -149,4 +152,4 @@ async def _read_hashing(
         if pending is not None:
             with contextlib.suppress(BaseException):
                 await pending
-    return joined(blocks), chunk.hexdigest()
+    return pieces, chunk.hexdigest()

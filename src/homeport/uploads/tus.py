@@ -26,7 +26,7 @@ from homeport.kit.errors import ErrorCode, ProblemError, not_found
 from homeport.kit.ids import new_id
 from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import UploadSession
-from homeport.uploads.blocks import Blocks
+from homeport.uploads.blocks import Block, Blocks, size_of
 from homeport.uploads.digests import RunningDigests
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.service import (
@@ -383,16 +383,17 @@ class _BackgroundWriter:
             await self._write(block)
         await self.wait()
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, block: Block) -> None:
         await self.wait()
-        offset, self._offset = self._offset, self._offset + len(data)
+        offset, self._offset = self._offset, self._offset + size_of(block)
         upload = self._upload
 
         def digest_and_write() -> None:
-            self._digests.feed_sequential(upload.id, offset, data)
+            self._digests.feed_sequential(upload.id, offset, block)
             if self._hasher is not None:
-                self._hasher.update(data)
-            self._storage.write_at(upload.storage_key, offset, data)
+                for piece in block:
+                    self._hasher.update(piece)
+            self._storage.write_at(upload.storage_key, offset, block)
 
         self._pending = asyncio.ensure_future(asyncio.to_thread(digest_and_write))
 
