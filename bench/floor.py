@@ -14,8 +14,9 @@ import asyncio
 import json
 import time
 
+from bench.lean_http import Connection
 from bench.server import EMAIL, PASSWORD, init_tenant, running_server
-from bench.w3_records import Connection, _token
+from bench.w3_records import _token
 
 
 async def _rate(

@@ -4,9 +4,9 @@
 - list: one page of 1,000 records with ``fields=`` (median of several requests, ms);
 - 304: ``GET /records/{id}`` with ``If-None-Match`` of the current ETag (median, ms).
 
-The load generator speaks HTTP/1.1 over asyncio streams (keep-alive, one connection per
-client): a full HTTP client library costs more CPU per request than the server on this
-2-core machine, and the clients share those cores with the server.
+The load generator speaks HTTP/1.1 over asyncio streams (bench.lean_http: keep-alive, one
+connection per client): a full HTTP client library costs more CPU per request than the server
+on this 2-core machine, and the clients share those cores with the server.
 
 Run: .venv/bin/python -m bench.w3_records [--postgres ADMIN_URL] [--records 4000]
      [--clients 32]
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import time
-from urllib.parse import urlsplit
 
 import httpx
 
+from bench.lean_http import Connection
 from bench.server import (
     EMAIL,
     PASSWORD,
@@ -48,46 +47,6 @@ def _record(client: int, number: int) -> dict[str, object]:
         "priority": number % 5,
         "notes": "Bring the 40x40 filters and the ladder; the customer is on site from 8 to 12.",
     }
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection (bodies with Content-Length or chunked)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, base_url: str) -> Connection:
-        parts = urlsplit(base_url)
-        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        return cls(reader, writer)
-
-    async def request(
-        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
-    ) -> tuple[int, dict[str, str], bytes]:
-        lines = [f"{method} {path} HTTP/1.1", "Host: bench", f"Content-Length: {len(body)}"]
-        lines.extend(f"{name}: {value}" for name, value in headers.items())
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        status_line = await self.reader.readline()
-        status = int(status_line.split()[1])
-        answer: dict[str, str] = {}
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            answer[name.strip().lower()] = value.strip()
-        if answer.get("transfer-encoding") == "chunked":
-            content = b""
-            while size := int((await self.reader.readline()).strip(), 16):
-                content += await self.reader.readexactly(size + 2)
-            await self.reader.readline()
-        else:
-            content = await self.reader.readexactly(int(answer.get("content-length", "0")))
-        return status, answer, content
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
 
 
 def _percentile(values: list[float], fraction: float) -> float:

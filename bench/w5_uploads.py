@@ -11,7 +11,11 @@ uploads half, then a new client (new connections) asks where the upload stands (
 tus HEAD) and sends the rest; MiB/s of the whole.
 
 Run: .venv/bin/python -m bench.w5_uploads [--size-mib 32] [--chunk-mib 1,8] [--runs 3]
-     [--only tus_] [--profile-seconds N --profile-out FILE]  (py-spy records the server N s)
+     [--only tus_] [--client httpx|lean] [--profile-seconds N --profile-out FILE]
+     (py-spy records the server N s). ``--client lean``: the lean HTTP/1.1 client of
+     bench.lean_http, whose own CPU per request is a fraction of httpx's, so that the figure is
+     the server's more than the client's (one upload runs one request after the other, so the
+     client's time adds to every chunk).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import lean_http
 from bench.server import init_tenant, running_server
 
 PASSWORD = "bench-password-123"
@@ -205,7 +210,12 @@ async def tus_resume(
 # Measuring
 
 
-def _client_factory(base_url: str, token: str) -> Callable[[], httpx.AsyncClient]:
+def _client_factory(base_url: str, token: str, kind: str) -> Callable[[], httpx.AsyncClient]:
+    if kind == "lean":
+        # Typed as httpx's: it has the part of its interface the workload uses.
+        return lambda: lean_http.Client(  # type: ignore[return-value]
+            base_url, {"Authorization": f"Bearer {token}"}
+        )
     # Built once: a TLS context per client (unused on http://) would cost the resume case
     # milliseconds of client-side certificate loading.
     tls = ssl.create_default_context()
@@ -263,9 +273,15 @@ async def _measure(
 
 
 async def _all(
-    base_url: str, server_pid: int, size: int, chunk_sizes: list[int], runs: int, only: str
+    base_url: str,
+    server_pid: int,
+    size: int,
+    chunk_sizes: list[int],
+    runs: int,
+    only: str,
+    client_kind: str,
 ) -> dict[str, object]:
-    new_client = _client_factory(base_url, await _login(base_url))
+    new_client = _client_factory(base_url, await _login(base_url), client_kind)
     results: dict[str, object] = {}
     async with new_client() as client:
         # One unmeasured upload warms the server (imports, connection pool, SQLite pages).
@@ -329,6 +345,12 @@ def main() -> None:
     parser.add_argument("--chunk-mib", default="1,8")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", default="", help="run only the cases whose name has this")
+    parser.add_argument(
+        "--client",
+        choices=["httpx", "lean"],
+        default="httpx",
+        help="the uploading client: httpx, or the lean HTTP/1.1 client of bench.lean_http",
+    )
     parser.add_argument("--profile-seconds", type=int, default=0)
     parser.add_argument("--profile-out", type=Path, default=Path("w5-profile.txt"))
     args = parser.parse_args()
@@ -343,7 +365,15 @@ def main() -> None:
         init_tenant(server, EMAIL, PASSWORD, "bench")
         with _profiling(server.pid, args.profile_seconds, args.profile_out):
             results = asyncio.run(
-                _all(server.base_url, server.pid, size, chunk_sizes, args.runs, args.only)
+                _all(
+                    server.base_url,
+                    server.pid,
+                    size,
+                    chunk_sizes,
+                    args.runs,
+                    args.only,
+                    args.client,
+                )
             )
     print(
         json.dumps(
@@ -353,6 +383,7 @@ def main() -> None:
                 "storage": "fs",
                 "file_mib": args.size_mib,
                 "runs": args.runs,
+                "client": args.client,
                 "cpus": os.cpu_count(),
                 "results": results,
             }
