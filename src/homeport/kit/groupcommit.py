@@ -22,19 +22,28 @@ GroupRunner = Callable[[list[Work]], Awaitable[Sequence["Answer | BaseException"
 
 
 class GroupCommit(Generic[Work, Answer]):
-    def __init__(self, run: GroupRunner[Work, Answer], max_group: int = 256) -> None:
+    """``concurrency``: how many groups may run at once. One where the database has one writer
+    (SQLite); more where a group can wait on another transaction's lock (PostgreSQL), so that
+    one stuck group does not hold up every other write."""
+
+    def __init__(
+        self, run: GroupRunner[Work, Answer], max_group: int = 256, concurrency: int = 1
+    ) -> None:
         self._run = run
         self._max_group = max_group
+        self._concurrency = concurrency
         self._waiting: list[tuple[Work, asyncio.Future[Answer]]] = []
-        self._draining: asyncio.Task[None] | None = None
+        self._draining: set[asyncio.Task[None]] = set()
         self.groups_run = 0  # how many groups ran (for tests and metrics)
 
     async def submit(self, work: Work) -> Answer:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting.append((work, future))
-        if self._draining is None or self._draining.done():
+        if len(self._draining) < self._concurrency:
             # In a context of its own: the group is no single request's (logs, trace ids).
-            self._draining = asyncio.create_task(self._drain(), context=contextvars.Context())
+            task = asyncio.create_task(self._drain(), context=contextvars.Context())
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
         # Shielded: a caller that gives up (client gone) must not cancel the group's others.
         return await asyncio.shield(future)
 

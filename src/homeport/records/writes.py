@@ -28,10 +28,16 @@ class _Request:
     operation: BatchOperation
 
 
+# Groups in flight at once on PostgreSQL: a group waiting on a record another transaction
+# holds then delays only the writes behind it. SQLite has one writer: one group at a time.
+POSTGRES_GROUPS = 4
+
+
 class GroupedWrites:
     def __init__(self, state: AppState, max_group: int = 256) -> None:
         self.state = state
-        self.group: GroupCommit[_Request, Answer] = GroupCommit(self._run, max_group)
+        concurrency = 1 if state.database.dialect == "sqlite" else POSTGRES_GROUPS
+        self.group: GroupCommit[_Request, Answer] = GroupCommit(self._run, max_group, concurrency)
 
     async def write(
         self, credentials: Credentials, collection: str, operation: BatchOperation
