@@ -84,42 +84,38 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_others() -> None:
     assert recorder.runs == [[1], [2, 3]]  # the work that was left still ran with the others
 
 
-async def test_with_concurrency_groups_run_side_by_side() -> None:
-    running = 0
-    most = 0
+class Overlap:
+    """A run that records how many runs were in flight at once."""
 
-    async def run(works: list[int]) -> list[int | BaseException]:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.01)
-        running -= 1
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.running = 0
+        self.most = 0
+
+    async def run(self, works: list[int]) -> list[int | BaseException]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(self.seconds)
+        self.running -= 1
         return [work * 2 for work in works]
 
-    group: GroupCommit[int, int] = GroupCommit(run, concurrency=2)
+
+async def test_with_concurrency_groups_run_side_by_side() -> None:
+    overlap = Overlap(0.01)
+    group: GroupCommit[int, int] = GroupCommit(overlap.run, concurrency=2)
     first = asyncio.ensure_future(group.submit(1))
     await asyncio.sleep(0)  # the first group runs; a second may start beside it
     answers = await asyncio.gather(*(group.submit(n) for n in range(2, 8)))
     assert await first == 2
     assert answers == [n * 2 for n in range(2, 8)]
-    assert most == 2
+    assert overlap.most == 2
     assert group.groups_run == 2  # the six that queued went together into the second
 
 
 async def test_one_group_at_a_time_by_default() -> None:
-    running = 0
-    most = 0
-
-    async def run(works: list[int]) -> list[int | BaseException]:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        await asyncio.sleep(0.005)
-        running -= 1
-        return list(works)
-
-    group: GroupCommit[int, int] = GroupCommit(run)
+    overlap = Overlap(0.005)
+    group: GroupCommit[int, int] = GroupCommit(overlap.run)
     for _ in range(3):
         await asyncio.gather(*(group.submit(n) for n in range(5)))
         await asyncio.gather(group.submit(9), asyncio.sleep(0), group.submit(10))
-    assert most == 1
+    assert overlap.most == 1
