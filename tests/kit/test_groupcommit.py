@@ -119,3 +119,19 @@ async def test_one_group_at_a_time_by_default() -> None:
         await asyncio.gather(*(group.submit(n) for n in range(5)))
         await asyncio.gather(group.submit(9), asyncio.sleep(0), group.submit(10))
     assert overlap.most == 1
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+async def test_a_work_queued_as_a_drain_ends_starts_a_new_one(concurrency: int) -> None:
+    async def run(works: list[int]) -> list[int | BaseException]:
+        return list(works)  # ends without suspending: the drain stops in the same step
+
+    group: GroupCommit[int, int] = GroupCommit(run, concurrency=concurrency)
+
+    async def late() -> int:
+        await asyncio.sleep(0)  # resumes right after the drain's last step, before its callbacks
+        return await group.submit(2)
+
+    first = asyncio.ensure_future(group.submit(1))
+    second = asyncio.ensure_future(late())
+    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=2) == [1, 2]

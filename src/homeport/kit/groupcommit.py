@@ -33,25 +33,35 @@ class GroupCommit(Generic[Work, Answer]):
         self._max_group = max_group
         self._concurrency = concurrency
         self._waiting: list[tuple[Work, asyncio.Future[Answer]]] = []
-        self._draining: set[asyncio.Task[None]] = set()
+        # Counted by the drains themselves, as they start and stop (a task's done callbacks
+        # run a loop turn later: counted by those, a work arriving in between found every
+        # drain "running" and waited forever).
+        self._drains = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references to the drains
         self.groups_run = 0  # how many groups ran (for tests and metrics)
 
     async def submit(self, work: Work) -> Answer:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting.append((work, future))
-        if len(self._draining) < self._concurrency:
+        if self._drains < self._concurrency:
+            self._drains += 1
             # In a context of its own: the group is no single request's (logs, trace ids).
             task = asyncio.create_task(self._drain(), context=contextvars.Context())
-            self._draining.add(task)
-            task.add_done_callback(self._draining.discard)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         # Shielded: a caller that gives up (client gone) must not cancel the group's others.
         return await asyncio.shield(future)
 
     async def _drain(self) -> None:
-        while self._waiting:
-            group = self._waiting[: self._max_group]
-            del self._waiting[: self._max_group]
-            await self._answer(group)
+        try:
+            while self._waiting:
+                group = self._waiting[: self._max_group]
+                del self._waiting[: self._max_group]
+                await self._answer(group)
+        finally:
+            # No await between the last look at the queue and this: a work queued after it
+            # starts a drain of its own.
+            self._drains -= 1
 
     async def _answer(self, group: list[tuple[Work, asyncio.Future[Answer]]]) -> None:
         works = [work for work, _future in group]
