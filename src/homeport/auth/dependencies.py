@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -21,7 +22,7 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key
 
 
 async def auth_service(state: StateDep, session: SessionDep) -> AuthService:
-    return AuthService(session, state.settings, state.keyring, state.passwords)
+    return _auth_service(state, session)
 
 
 AuthServiceDep = Annotated[AuthService, Depends(auth_service)]
@@ -34,28 +35,21 @@ async def get_principal(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
-    return await _authenticate(request, state, service, bearer, api_key)
+    return await _authenticate(Credentials(request, state, bearer, api_key), service)
 
 
-async def _authenticate(
-    request: Request,
-    state: AppState,
-    service: AuthService,
-    bearer: HTTPAuthorizationCredentials | None,
-    api_key: str | None,
-) -> Principal:
-    client_ip = request.client.host if request.client else None
-    if not api_key and bearer is not None and bearer.credentials.startswith(API_KEY_MARK):
-        api_key = bearer.credentials
-    if api_key:
-        principal = await service.authenticate_api_key(api_key, client_ip)
-        state.verified_api_keys.add(hash_token(api_key))
+async def _authenticate(credentials: Credentials, service: AuthService) -> Principal:
+    api_key = credentials.presented_api_key
+    if api_key is not None:
+        principal = await service.authenticate_api_key(api_key, credentials.client_ip)
+        credentials.state.verified_api_keys.add(hash_token(api_key))
         return principal
-    if bearer is None:
+    token = credentials.access_token
+    if token is None:
         raise _authentication_required()
     # The rate limiter, which runs first, verified the token already: the key ring's cache
     # answers this second check.
-    return await service.authenticate_bearer(bearer.credentials)
+    return await service.authenticate_bearer(token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -67,15 +61,12 @@ def _authentication_required() -> ProblemError:
     )
 
 
-# A request's bearer token, API key and client address.
-Identity = tuple[str | None, str | None, str | None]
-
-
 @dataclass(frozen=True)
 class Credentials:
     """A request's credentials, checked in a transaction the endpoint opens anyway: the upload
     hot paths (a chunk, a tus PATCH) then run one unit of work before the body instead of
-    two. Nothing is trusted until :meth:`principal` returned."""
+    two, and grouped writes check many at once. Nothing is trusted until a principal is
+    returned."""
 
     request: Request
     state: AppState
@@ -83,16 +74,54 @@ class Credentials:
     api_key: str | None
 
     @property
-    def identity(self) -> Identity:
-        """What the principal depends on: requests with the same identity are the same caller
-        (a grouped write checks it once)."""
-        client_ip = self.request.client.host if self.request.client else None
-        return (self.bearer.credentials if self.bearer else None, self.api_key, client_ip)
+    def presented_api_key(self) -> str | None:
+        """The API key, from ``X-API-Key`` or sent as the bearer token."""
+        if self.api_key:
+            return self.api_key
+        if self.bearer is not None and self.bearer.credentials.startswith(API_KEY_MARK):
+            return self.bearer.credentials
+        return None
+
+    @property
+    def access_token(self) -> str | None:
+        """The bearer token when it is an access token (no API key was presented)."""
+        if self.bearer is None or self.presented_api_key is not None:
+            return None
+        return self.bearer.credentials
+
+    @property
+    def client_ip(self) -> str | None:
+        return self.request.client.host if self.request.client else None
 
     async def principal(self, session: AsyncSession) -> Principal:
-        state = self.state
-        service = AuthService(session, state.settings, state.keyring, state.passwords)
-        return await _authenticate(self.request, state, service, self.bearer, self.api_key)
+        return await _authenticate(self, _auth_service(self.state, session))
+
+
+def _auth_service(state: AppState, session: AsyncSession) -> AuthService:
+    return AuthService(session, state.settings, state.keyring, state.passwords)
+
+
+async def authenticate_all(
+    requests: Sequence[Credentials], session: AsyncSession
+) -> list[Principal | ProblemError]:
+    """Each request's principal or its problem, in ``session``: the access tokens' sessions
+    are checked in one query per tenant, each distinct token once."""
+    if not requests:
+        return []
+    service = _auth_service(requests[0].state, session)
+    tokens = list(dict.fromkeys(c.access_token for c in requests if c.access_token is not None))
+    by_token = dict(zip(tokens, await service.authenticate_bearers(tokens), strict=True))
+    answers: list[Principal | ProblemError] = []
+    for credentials in requests:
+        token = credentials.access_token
+        if token is not None:
+            answers.append(by_token[token])
+            continue
+        try:  # an API key (rare on these paths), or nothing: one by one
+            answers.append(await _authenticate(credentials, service))
+        except ProblemError as exc:
+            answers.append(exc)
+    return answers
 
 
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -115,11 +144,12 @@ async def get_checked_credentials(
     server (no database yet; the session is checked with the work): a request without them
     gets its 401 before its body is read."""
     credentials = await get_credentials(request, bearer, api_key)
-    if not api_key and bearer is None:
-        raise _authentication_required()
-    if not api_key and bearer is not None and not bearer.credentials.startswith(API_KEY_MARK):
+    if credentials.presented_api_key is None:
+        token = credentials.access_token
+        if token is None:
+            raise _authentication_required()
         state = credentials.state
-        checked_access_token(state.keyring, state.settings, bearer.credentials)
+        checked_access_token(state.keyring, state.settings, token)
     return credentials
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, case, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from homeport.kit.db import one_of
 from homeport.kit.tenancy import (
     tenant_delete,
     tenant_select,
@@ -25,6 +27,7 @@ from homeport.models.tenants import LoginThrottle, Membership, User
 
 @dataclass(frozen=True)
 class SessionCredentials:
+    session_id: str
     user_id: str
     device_id: str
     revoked_at: datetime | None
@@ -35,26 +38,36 @@ class SessionCredentials:
 
 
 # Built once: constructing this join on every request cost more than running it (py-spy, W0).
-_SESSION_CREDENTIALS = (
-    tenant_select_columns(
-        DeviceSession,
-        bindparam("tenant_id"),
-        DeviceSession.user_id,
-        DeviceSession.device_id,
-        DeviceSession.revoked_at,
-        DeviceSession.expires_at,
-        Membership.role,
-        User.disabled_at,
-        User.is_platform_admin,
+# By one session id (every request), or by a list of them (grouped writes).
+def _session_credentials(session_match: Any) -> Any:
+    return (
+        tenant_select_columns(
+            DeviceSession,
+            bindparam("tenant_id"),
+            DeviceSession.id,
+            DeviceSession.user_id,
+            DeviceSession.device_id,
+            DeviceSession.revoked_at,
+            DeviceSession.expires_at,
+            Membership.role,
+            User.disabled_at,
+            User.is_platform_admin,
+        )
+        .join(
+            Membership,
+            (Membership.tenant_id == DeviceSession.tenant_id)
+            & (Membership.user_id == DeviceSession.user_id),
+        )
+        .join(User, User.id == DeviceSession.user_id)
+        .where(session_match)
     )
-    .join(
-        Membership,
-        (Membership.tenant_id == DeviceSession.tenant_id)
-        & (Membership.user_id == DeviceSession.user_id),
-    )
-    .join(User, User.id == DeviceSession.user_id)
-    .where(DeviceSession.id == bindparam("session_id"))
-)
+
+
+_SESSION_CREDENTIALS = _session_credentials(DeviceSession.id == bindparam("session_id"))
+_SESSIONS_CREDENTIALS = {
+    dialect: _session_credentials(match)
+    for dialect, match in one_of(DeviceSession.id, "session_ids").items()
+}
 
 
 class AuthRepository:
@@ -148,6 +161,17 @@ class AuthRepository:
         )
         row = result.first()
         return None if row is None else SessionCredentials(*row)
+
+    async def find_sessions_credentials(
+        self, tenant_id: str, session_ids: Sequence[str]
+    ) -> dict[str, SessionCredentials]:
+        """The same for several sessions of a tenant, in one query, by session id."""
+        connection = await self.session.connection()
+        result = await connection.execute(
+            _SESSIONS_CREDENTIALS[connection.dialect.name],
+            {"tenant_id": tenant_id, "session_ids": list(session_ids)},
+        )
+        return {row[0]: SessionCredentials(*row) for row in result}
 
     async def device_known(self, tenant_id: str, device_id: str) -> bool:
         """Whether the device ever logged in to the tenant (its sessions are kept a while)."""

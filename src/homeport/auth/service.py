@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from ipaddress import ip_address, ip_network
@@ -10,7 +11,7 @@ from ipaddress import ip_address, ip_network
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.principal import API_KEY_SCOPES, Permission, Principal, Role
-from homeport.auth.repository import AuthRepository
+from homeport.auth.repository import AuthRepository, SessionCredentials
 from homeport.auth.tokens import (
     API_KEY_MARK,
     REFRESH_MARK,
@@ -221,25 +222,36 @@ class AuthService:
     async def authenticate_bearer(self, token: str) -> Principal:
         claims = checked_access_token(self.keyring, self.settings, token)
         found = await self.repository.find_session_credentials(claims.tenant_id, claims.session_id)
-        if found is None:
-            raise ProblemError(ErrorCode.AUTH_001, "Session not found")
-        if found.revoked_at is not None:
-            raise ProblemError(ErrorCode.AUTH_001, "Session revoked")
-        if found.expires_at <= utcnow():
-            raise ProblemError(ErrorCode.AUTH_002, "Session expired")
-        if found.user_id != claims.user_id or found.device_id != claims.device_id:
-            raise ProblemError(ErrorCode.AUTH_001, "Token does not match its session")
-        if found.user_disabled_at is not None:
-            raise ProblemError(ErrorCode.AUTH_001, "Account disabled")
-        return Principal(
-            kind="user",
-            tenant_id=claims.tenant_id,
-            user_id=claims.user_id,
-            role=Role(found.role),
-            session_id=claims.session_id,
-            device_id=claims.device_id,
-            is_platform_admin=found.is_platform_admin,
-        )
+        return _session_principal(claims, found)
+
+    async def authenticate_bearers(self, tokens: Sequence[str]) -> list[Principal | ProblemError]:
+        """Each access token's principal or its 401 problem, with one session query per
+        tenant for all of them (a group of writes of many callers)."""
+        checked: list[AccessClaims | ProblemError] = []
+        sessions: dict[str, list[str]] = {}
+        for token in tokens:
+            try:
+                claims = checked_access_token(self.keyring, self.settings, token)
+            except ProblemError as exc:
+                checked.append(exc)
+                continue
+            checked.append(claims)
+            sessions.setdefault(claims.tenant_id, []).append(claims.session_id)
+        found: dict[tuple[str, str], SessionCredentials] = {}
+        for tenant_id, session_ids in sessions.items():
+            rows = await self.repository.find_sessions_credentials(tenant_id, session_ids)
+            found.update(((tenant_id, session_id), row) for session_id, row in rows.items())
+        answers: list[Principal | ProblemError] = []
+        for entry in checked:
+            if isinstance(entry, ProblemError):
+                answers.append(entry)
+                continue
+            try:
+                row = found.get((entry.tenant_id, entry.session_id))
+                answers.append(_session_principal(entry, row))
+            except ProblemError as exc:
+                answers.append(exc)
+        return answers
 
     async def authenticate_api_key(self, key: str, client_ip: str | None) -> Principal:
         prefix, _, secret = key.removeprefix(API_KEY_MARK).partition("_")
@@ -354,6 +366,30 @@ class AuthService:
             raise not_found("Tenant")
         user = await self.tenants.get_user(principal.user_id) if principal.user_id else None
         return tenant, user
+
+
+def _session_principal(claims: AccessClaims, found: SessionCredentials | None) -> Principal:
+    """The caller an access token names, if its session (read from the database now) still
+    stands; else the 401 problem."""
+    if found is None:
+        raise ProblemError(ErrorCode.AUTH_001, "Session not found")
+    if found.revoked_at is not None:
+        raise ProblemError(ErrorCode.AUTH_001, "Session revoked")
+    if found.expires_at <= utcnow():
+        raise ProblemError(ErrorCode.AUTH_002, "Session expired")
+    if found.user_id != claims.user_id or found.device_id != claims.device_id:
+        raise ProblemError(ErrorCode.AUTH_001, "Token does not match its session")
+    if found.user_disabled_at is not None:
+        raise ProblemError(ErrorCode.AUTH_001, "Account disabled")
+    return Principal(
+        kind="user",
+        tenant_id=claims.tenant_id,
+        user_id=claims.user_id,
+        role=Role(found.role),
+        session_id=claims.session_id,
+        device_id=claims.device_id,
+        is_platform_admin=found.is_platform_admin,
+    )
 
 
 def checked_access_token(keyring: KeyRing, settings: Settings, token: str) -> AccessClaims:

@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy import ColumnElement, DateTime, MetaData, String, any_, bindparam, event, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -87,6 +88,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # runs one.
         driver: InlineConnection = connection.connection.driver_connection
         driver.begin_immediate()
+
+
+def one_of(column: Any, name: str) -> dict[str, ColumnElement[bool]]:
+    """``column`` is one of the strings of the list parameter ``name``, by dialect, for
+    statements built once: on PostgreSQL one array parameter (one statement to prepare,
+    whatever the list's length); on SQLite an expanding ``IN``."""
+    return {
+        "postgresql": column == any_(bindparam(name, type_=ARRAY(String))),
+        "sqlite": column.in_(bindparam(name, expanding=True)),
+    }
 
 
 def compact_json(document: Any) -> str:

@@ -215,9 +215,7 @@ class RecordService:
 
     # Writes
 
-    def _item(
-        self, collection: Collection, operation: BatchOperation, author: Author | None = None
-    ) -> BatchItem:
+    def _item(self, collection: Collection, operation: BatchOperation, author: Author) -> BatchItem:
         data = operation.data
         record_id = operation.id
         if operation.op == "create":
@@ -245,14 +243,14 @@ class RecordService:
         items: list[BatchItem],
         mode: str = "best_effort",
     ) -> tuple[dict[str, Any], dict[tuple[str, str], WrittenRecord]]:
-        """Items with an :class:`Author` are written as theirs; the others as ``principal``'s
-        (whose access to the one collection is checked here)."""
-        writer = None
-        if any(item.author is None for item in items):
-            [collection] = collections.values()
-            writer = self._access(principal, collection, write=True).writer
-        outcome = await self.sync.apply_batch(principal, mode, items, writer, utcnow(), collections)
+        """Every item carries its :class:`Author`; ``principal`` names the tenant."""
+        outcome = await self.sync.apply_batch(principal, mode, items, None, utcnow(), collections)
         return outcome.answer, outcome.written
+
+    def _author(self, principal: Principal, collection: Collection) -> Author:
+        """Who writes, as the push path applies it; 403 when the caller may not write here."""
+        access = self._access(principal, collection, write=True)
+        return Author(origin_of(principal), access.writer)
 
     async def _hidden(self, principal: Principal, collection: Collection, record_id: str) -> bool:
         """Whether the caller may not even see the record (then a refusal is a 404)."""
@@ -303,11 +301,10 @@ class RecordService:
                 answers[index] = collection
                 continue
             try:
-                access = self._access(principal, collection, write=True)
+                author = self._author(principal, collection)
             except ProblemError as exc:
                 answers[index] = exc
                 continue
-            author = Author(origin_of(principal), access.writer)
             item = self._item(collection, write.operation, author)
             pending.append(_Pending(index, write, collection, item))
         while pending:
@@ -381,7 +378,8 @@ class RecordService:
             )
             if stored is not None:
                 return stored, True
-        items = [self._item(collection, operation) for operation in body.operations]
+        author = self._author(principal, collection)
+        items = [self._item(collection, operation, author) for operation in body.operations]
         answer, _written = await self._apply(
             principal, {collection.name: collection}, items, body.mode
         )

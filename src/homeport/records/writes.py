@@ -1,16 +1,17 @@
 """Single record writes (create, replace, patch, delete) of concurrent requests, run together.
 
 Each request hands its write to :class:`GroupedWrites` and waits for its answer; the writes
-that arrive while one group runs share the next transaction (group commit): one session check
-per caller, one collection lookup, one lock, read and feed write for all. Every write still
-gets the answer it would have got alone, and a write that fails changes nothing of the others.
+that arrive while one group runs share the next transaction (group commit): one session query
+for the callers of a tenant, one collection lookup, one lock, read and feed write for all.
+Every write still gets the answer it would have got alone, and a write that fails changes
+nothing of the others.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from homeport.auth.dependencies import Credentials, Identity
+from homeport.auth.dependencies import Credentials, authenticate_all
 from homeport.auth.principal import Principal
 from homeport.kit.errors import ProblemError
 from homeport.kit.groupcommit import GroupCommit
@@ -47,23 +48,15 @@ class GroupedWrites:
 
     async def _run(self, requests: list[_Request]) -> list[Answer | BaseException]:
         state = self.state
-        answers: list[Answer | BaseException] = []
         async with unit_of_work(state) as session:
-            callers: dict[Identity, Principal | ProblemError] = {}
-            writes: list[SingleWrite] = []
-            for request in requests:
-                identity = request.credentials.identity
-                if identity not in callers:
-                    try:
-                        callers[identity] = await request.credentials.principal(session)
-                    except ProblemError as exc:
-                        callers[identity] = exc
-                caller = callers[identity]
-                if isinstance(caller, Principal):
-                    writes.append(SingleWrite(caller, request.collection, request.operation))
+            callers = await authenticate_all([request.credentials for request in requests], session)
+            writes = [
+                SingleWrite(caller, request.collection, request.operation)
+                for request, caller in zip(requests, callers, strict=True)
+                if isinstance(caller, Principal)
+            ]
             service = RecordService(session, state.settings, state.secret_key)
             written = iter(await service.write_each(writes))
-            for request in requests:
-                caller = callers[request.credentials.identity]
-                answers.append(caller if isinstance(caller, ProblemError) else next(written))
-        return answers
+            return [
+                caller if isinstance(caller, ProblemError) else next(written) for caller in callers
+            ]

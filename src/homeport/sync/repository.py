@@ -15,11 +15,9 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
-    String,
     Table,
     Text,
     and_,
-    any_,
     bindparam,
     cast,
     false,
@@ -28,12 +26,12 @@ from sqlalchemy import (
     text,
     tuple_,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from homeport.kit.db import one_of
 from homeport.kit.tenancy import (
     tenant_delete,
     tenant_select,
@@ -78,17 +76,12 @@ _UPSERTS: dict[tuple[bool, tuple[str, ...]], Any] = {}
 
 # Statements of the write path built once (constructing them on each write cost more than
 # running them for a one-record write; py-spy, W3).
-def _records_by_id(ids_match: ColumnElement[bool]) -> Any:
-    return tenant_select(SyncRecord, bindparam("tenant_id")).where(
+_RECORDS_BY_ID = {
+    dialect: tenant_select(SyncRecord, bindparam("tenant_id")).where(
         SyncRecord.collection == bindparam("collection"), ids_match
     )
-
-
-# PostgreSQL: one array parameter instead of hundreds (one statement to prepare).
-_RECORDS_BY_ID_PG = _records_by_id(
-    SyncRecord.record_id == any_(bindparam("ids", type_=ARRAY(String)))
-)
-_RECORDS_BY_ID_SQLITE = _records_by_id(SyncRecord.record_id.in_(bindparam("ids", expanding=True)))
+    for dialect, ids_match in one_of(SyncRecord.record_id, "ids").items()
+}
 _SYNC_STATE = typing.cast(Table, SyncState.__table__)
 # One statement: create the tenant's feed counter or bump it (Core, on the table: the ORM's
 # bulk-insert machinery adds only time here).
@@ -209,7 +202,7 @@ class SyncRepository:
             for start in range(0, len(ids), 900):
                 chunk = ids[start : start + 900]
                 result = await self.session.execute(
-                    _RECORDS_BY_ID_PG if self.is_postgres else _RECORDS_BY_ID_SQLITE,
+                    _RECORDS_BY_ID["postgresql" if self.is_postgres else "sqlite"],
                     {"tenant_id": tenant_id, "collection": collection, "ids": chunk},
                 )
                 for row in result.scalars():

@@ -94,9 +94,7 @@ class _Item:
 BatchItem = _Item
 
 
-def write_item(
-    change: PushChange, condition: WriteCondition, author: Author | None = None
-) -> _Item:
+def write_item(change: PushChange, condition: WriteCondition, author: Author) -> _Item:
     """One records API write, for :meth:`SyncService.apply_batch`."""
     return _Item(change, condition=condition, author=author)
 

@@ -63,17 +63,17 @@ class RunningDigests:
         lock = entry.order if continues and entry is not None else asyncio.Lock()
         async with lock:
             try:
-                data, digest = await _read_hashing(body, limit, running, sink)
+                pieces, digest = await _read_hashing(body, limit, running, sink)
             except BaseException:
                 if running is not None:
                     self.drop(upload_id)
                 raise
         if entry is not None and running is not None:
-            entry.offset += size_of(data)
+            entry.offset += size_of(pieces)
             entry.parts[part] = digest
         elif entry is not None and offset < entry.offset and entry.parts.get(part) != digest:
             self.drop(upload_id)  # bytes already hashed were replaced
-        return data, digest
+        return pieces, digest
 
     def feed_sequential(self, upload_id: str, offset: int, data: bytes | Block) -> None:
         """Bytes (or a block's pieces) appended at ``offset`` (tus): the digest grows only
