@@ -202,7 +202,7 @@ class SyncRepository:
             for start in range(0, len(ids), 900):
                 chunk = ids[start : start + 900]
                 result = await self.session.execute(
-                    _RECORDS_BY_ID["postgresql" if self.is_postgres else "sqlite"],
+                    _RECORDS_BY_ID[self.session.get_bind().dialect.name],
                     {"tenant_id": tenant_id, "collection": collection, "ids": chunk},
                 )
                 for row in result.scalars():

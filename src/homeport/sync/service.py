@@ -88,7 +88,7 @@ class _Item:
     digest: str | None = None  # content hash of the item's data, once computed
     error: tuple[str, str, list[str] | None] | None = None  # code, message, fields
     condition: WriteCondition | None = None
-    author: Author | None = None  # None: the batch's principal
+    author: Author | None = None  # None: the batch's author
 
 
 BatchItem = _Item
@@ -233,9 +233,8 @@ class SyncService:
         )
         if stored is not None:
             return PushAnswer(stored, replayed=True)
-        outcome = await self.apply_batch(
-            principal, batch.mode, batch.items, Writer(user_id=user_id, role=principal.role), now
-        )
+        author = Author(origin_of(principal), Writer(user_id=user_id, role=principal.role))
+        outcome = await self.apply_batch(principal, batch.mode, batch.items, author, now)
         await self.store_idempotent_answer(
             tenant_id, device_id, batch.idempotency_key, outcome.answer
         )
@@ -280,23 +279,21 @@ class SyncService:
         principal: Principal,
         mode: str,
         items: list[_Item],
-        writer: Writer | None,
+        author: Author | None,
         now: datetime,
         collections: dict[str, Collection] | None = None,
     ) -> BatchOutcome:
         """Check, resolve and write a batch of changes in the caller's transaction: the one write
-        path of pushes and of the records API. ``writer`` None: a server (API key) to which
-        the collections' write rules do not apply. An item with an :class:`Author` is written
-        as that author's (``principal`` then only names the tenant)."""
+        path of pushes and of the records API. ``author`` writes the items that carry no
+        :class:`Author` of their own (a push: its caller); ``principal`` names the tenant."""
         tenant_id = principal.tenant_id
         if collections is None:
             collections = {c.name: c for c in await self.repository.list_collections(tenant_id)}
-        origin = origin_of(principal)
+        authors = [_author_of(item, author) for item in items]
         now_ms = int(now.timestamp() * 1000)
         skew_ms = self.settings.sync_max_clock_skew_seconds * 1000
-        for item in items:
-            item_origin = item.author.origin if item.author else origin
-            self._check_item(item, collections, item_origin, now_ms, skew_ms)
+        for item, item_author in zip(items, authors, strict=True):
+            self._check_item(item, collections, item_author.origin, now_ms, skew_ms)
         keys = [
             (i.collection.name, i.record_id)
             for i in items
@@ -312,9 +309,8 @@ class SyncService:
         conflicts: list[dict[str, Any]] = []
         conflict_rows: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
-        for item in items:
-            item_writer = item.author.writer if item.author else writer
-            outcome = None if item.error else self._apply_item(item, working, item_writer)
+        for item, item_author in zip(items, authors, strict=True):
+            outcome = None if item.error else self._apply_item(item, working, item_author.writer)
             if item.error is not None:
                 code, message, fields = item.error
                 errors.append(
@@ -766,6 +762,13 @@ class SyncService:
     def force_sync_cursor(self, principal: Principal) -> str:
         _device_user(principal)
         return self.cursor_for(principal.tenant_id, START)
+
+
+def _author_of(item: _Item, batch_author: Author | None) -> Author:
+    author = item.author or batch_author
+    if author is None:  # a caller's mistake, not a client's
+        raise ValueError("an item of a batch without an author carries none")
+    return author
 
 
 def origin_of(principal: Principal) -> str:
