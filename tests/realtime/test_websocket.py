@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import websockets
 
-from tests.realtime.conftest import Live, receive, send
+from homeport.realtime.hub import TenantFeed
+from tests.realtime.conftest import Device, Live, receive, send
 
 
 def upsert(record_id: str, title: str, **extra: object) -> dict[str, object]:
@@ -224,15 +229,16 @@ async def test_every_connection_of_a_device_gets_its_inbox(live: Live) -> None:
             assert (await receive(ws, "inbox"))["payload"]["message_id"] == message_id
 
 
-async def test_a_narrower_read_rule_takes_records_off_live_devices(live: Live) -> None:
+async def _two_members_notes(live: Live) -> tuple[Device, Device, Callable[[str], Any]]:
+    """alice and bob each wrote a note; the owner can change the collection's read rule."""
     await live.collection("notes")
     await live.member("alice@acme.example.com")
     await live.member("bob@acme.example.com")
     alice = await live.login("alice@acme.example.com")
     bob = await live.login("bob@acme.example.com")
     owner = await live.login(live.owner_email, "console")
-    await live.push(alice, [{"collection": "notes", "id": "a1", "op": "upsert", "data": {}}])
-    await live.push(bob, [{"collection": "notes", "id": "b1", "op": "upsert", "data": {}}])
+    await live.push(alice, [note("a1")])
+    await live.push(bob, [note("b1")])
 
     async def set_read(rule: str) -> None:
         answer = await live.http.put(
@@ -242,13 +248,61 @@ async def test_a_narrower_read_rule_takes_records_off_live_devices(live: Live) -
         )
         assert answer.status_code == 200, answer.text
 
+    return alice, bob, set_read
+
+
+def note(record_id: str) -> dict[str, object]:
+    return {"collection": "notes", "id": record_id, "op": "upsert", "data": {}}
+
+
+def moves(message: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(u["entity_id"], u["operation"]) for u in message["payload"]["updates"]]
+
+
+async def test_a_narrower_read_rule_takes_records_off_live_devices(live: Live) -> None:
+    alice, bob, set_read = await _two_members_notes(live)
     async with live.connect(bob) as ws:
         await send(ws, "subscribe", {"cursor": None})
-        history = (await receive(ws, "server_push"))["payload"]["updates"]
-        assert sorted(u["entity_id"] for u in history) == ["a1", "b1"]
+        assert sorted(moves(await receive(ws, "server_push"))) == [
+            ("a1", "create"),
+            ("b1", "create"),
+        ]
+        await live.push(alice, [note("a2")])  # delivered live: bob's connection is in the feed
+        assert moves(await receive(ws, "server_push")) == [("a2", "create")]
         await set_read("owner")
-        narrowed = (await receive(ws, "server_push"))["payload"]["updates"]
-        assert [(u["entity_id"], u["operation"]) for u in narrowed] == [("a1", "delete")]
+        assert sorted(moves(await receive(ws, "server_push"))) == [
+            ("a1", "delete"),
+            ("a2", "delete"),
+        ]
         await set_read("tenant")
-        widened = (await receive(ws, "server_push"))["payload"]["updates"]
-        assert [(u["entity_id"], u["operation"]) for u in widened] == [("a1", "create")]
+        assert sorted(moves(await receive(ws, "server_push"))) == [
+            ("a1", "create"),
+            ("a2", "create"),
+        ]
+
+
+async def test_a_rule_changed_between_history_and_going_live_is_applied(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history is sent under the rules of its read; the feed reader that makes the
+    connection live reads them again and must take back what they no longer allow."""
+    _alice, bob, set_read = await _two_members_notes(live)
+    gate = threading.Event()
+    step = TenantFeed._step
+
+    async def step_after_the_gate(feed: TenantFeed) -> None:
+        await asyncio.to_thread(gate.wait, 10)
+        await step(feed)
+
+    monkeypatch.setattr(TenantFeed, "_step", step_after_the_gate)
+    async with live.connect(bob) as ws:
+        await send(ws, "subscribe", {"cursor": None})
+        assert sorted(moves(await receive(ws, "server_push"))) == [
+            ("a1", "create"),
+            ("b1", "create"),
+        ]
+        await set_read("owner")  # bob's connection waits to join the feed
+        gate.set()
+        assert moves(await receive(ws, "server_push")) == [("a1", "delete")]
+        await set_read("tenant")
+        assert moves(await receive(ws, "server_push")) == [("a1", "create")]

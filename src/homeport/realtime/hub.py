@@ -168,6 +168,35 @@ async def _history_page(
     return messages, end, len(rows) == PAGE
 
 
+async def _rescoped(
+    hub: Hub, repository: SyncRepository, connection: Connection, now: dict[str, Reach]
+) -> list[str]:
+    """The messages that bring a device from the reach its records were sent under to ``now``
+    (a read rule or role changed): records that left its scope as deletions, records that
+    entered it as they are, up to its cursor (later ones come with the feed). Records the
+    device has from now on were sent under ``now``."""
+    before, connection.reach = connection.reach, now
+    if before is None or before == now or connection.cursor is None:
+        return []
+    tenant_id = connection.principal.tenant_id
+    messages: list[str] = []
+    for name in [name for name in now if before.get(name, Reach.NONE) != now[name]]:
+        rows = await repository.live_records_until(tenant_id, name, connection.cursor)
+        moves = []
+        for row in rows:
+            had = connection.sees(before.get(name, Reach.NONE), row)
+            has = connection.sees(now[name], row)
+            if had != has:
+                moves.append((row, not has))
+        if moves:
+            messages += protocol.server_pushes(
+                moves,
+                hub.cursor(tenant_id, connection.cursor),
+                lambda row: hub.row_cursor(tenant_id, row),
+            )
+    return messages
+
+
 class TenantFeed:
     """Reads one tenant's feed for this instance and fans rows out to its connections."""
 
@@ -222,27 +251,12 @@ class TenantFeed:
                     raise
 
     async def _rescope(self, repository: SyncRepository, reach: ReachByRole) -> None:
-        """A changed read rule or role: records that left a device's scope are sent as
-        deletions, records that entered it as they are (up to its cursor; later ones come
-        with the feed)."""
+        """A changed read rule or role: see ``_rescoped``."""
         for connection in list(self.live):
-            now = reach.of(connection.principal.role)
-            before, connection.reach = connection.reach, now
-            if before is None or before == now or connection.cursor is None:
-                continue
-            changed = [name for name in now if before.get(name, Reach.NONE) != now[name]]
-            for name in changed:
-                rows = await repository.live_records_until(self.tenant_id, name, connection.cursor)
-                moves = []
-                for row in rows:
-                    had = connection.sees(before.get(name, Reach.NONE), row)
-                    has = connection.sees(now[name], row)
-                    if had != has:
-                        moves.append((row, not has))
-                if moves:
-                    cursor = self.hub.cursor(self.tenant_id, connection.cursor)
-                    for message in protocol.server_pushes(moves, cursor, self._row_cursor):
-                        connection.send(message)
+            for message in await _rescoped(
+                self.hub, repository, connection, reach.of(connection.principal.role)
+            ):
+                connection.send(message)
 
     def _row_cursor(self, row: FeedRow) -> str:
         return self.hub.row_cursor(self.tenant_id, row)
@@ -254,6 +268,11 @@ class TenantFeed:
         reach: ReachByRole,
     ) -> None:
         assert connection.cursor is not None
+        # The history was sent under the rules of its own read; they may have changed since.
+        for message in await _rescoped(
+            self.hub, repository, connection, reach.of(connection.principal.role)
+        ):
+            connection.send(message)
         while page := await _history_page(self.hub, repository, connection, self.rules):
             messages, connection.cursor, more = page
             for message in messages:
@@ -265,7 +284,6 @@ class TenantFeed:
         # The catch-up read everything visible, so it is at or past the reader; rows the reader
         # reads again are filtered by the connection's cursor (no duplicate).
         connection.cursor = max(connection.cursor, self.point)
-        connection.reach = reach.of(connection.principal.role)
         self.live.add(connection)
 
     async def _read_live(self, repository: SyncRepository, reach: ReachByRole) -> None:
@@ -402,18 +420,20 @@ class Hub:
             feed.leave(connection)
         connection.cursor = after
         connection.collections = collections
+        connection.reach = None  # set by the first page's rules
         while True:
             async with self.database.transaction() as session:
                 repository = SyncRepository(session)
                 rules = await repository.read_rules(tenant_id)
+                rescoped = await _rescoped(
+                    self, repository, connection, ReachByRole(rules).of(connection.principal.role)
+                )
                 page = await _history_page(self, repository, connection, rules)
-            if page is None:
-                break
-            messages, end, more = page
-            for message in messages:
+            messages, end, more = page if page is not None else ([], after, False)
+            for message in rescoped + messages:
                 if not await connection.send_waiting(message):
                     return
-            connection.cursor = end
+            connection.cursor = max(connection.cursor, end)
             if not more:
                 break
         feed = self.feeds.get(tenant_id)
