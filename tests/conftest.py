@@ -1,7 +1,7 @@
 """Test harness: every database test runs on real SQLite and real PostgreSQL.
 
 - SQLite: one migrated template file per run, copied for each test.
-- PostgreSQL: one database per run (created here, dropped at the end), migrated once, truncated
+- PostgreSQL: one database per run (created here, dropped at the end), migrated once, emptied
   before each test.
 - When ``CI`` is set, an unreachable PostgreSQL or Redis fails the run instead of skipping.
 """
@@ -20,11 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from homeport.app import create_app
 from homeport.config import Settings
-from homeport.kit.db import Database
 from homeport.kit.jobs import JobRegistry
 from homeport.migrate import upgrade
 from homeport.models import metadata
@@ -95,14 +93,20 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-async def _truncate_all(url: str) -> None:
-    database = Database(url)
+async def empty_all_tables(url: str) -> None:
+    """Delete every row, children first, in one round trip. DELETE, not TRUNCATE: on a few
+    rows per table it is several times faster (TRUNCATE makes every table a new file), and
+    the suite does this before each of its PostgreSQL tests."""
+    import asyncpg
+
+    statements = "; ".join(
+        f'DELETE FROM "{table.name}"' for table in reversed(metadata.sorted_tables)
+    )
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        tables = ", ".join(f'"{table.name}"' for table in metadata.sorted_tables)
-        async with database.transaction() as session:
-            await session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await connection.execute(statements)
     finally:
-        await database.dispose()
+        await connection.close()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -115,7 +119,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if backend == "postgresql":
         url: str = request.getfixturevalue("postgres_url")
-        asyncio.run(_truncate_all(url))
+        asyncio.run(empty_all_tables(url))
         return url
     template: Path = request.getfixturevalue("sqlite_template")
     target = tmp_path / "homeport.db"

@@ -84,7 +84,7 @@ def target(
 ) -> Target:
     data_dir = tmp_path / "data"
     if backend == "postgresql":
-        url: str = request.getfixturevalue("database_url")  # truncated shared database
+        url: str = request.getfixturevalue("database_url")  # emptied shared database
         monkeypatch.setenv("HOMEPORT_DATABASE_URL", url)
         return Target(data_dir, url)
     # SQLite: nothing but the data directory; the CLI creates homeport.db in it.

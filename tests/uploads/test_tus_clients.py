@@ -173,9 +173,9 @@ async def test_tuspy_resumes_after_a_server_restart(sqlite_template: Path, tmp_p
 async def test_tuspy_interrupted_and_resumed_on_postgresql_and_s3(
     postgres_url: str, s3_server: str, tmp_path: Path
 ) -> None:
-    from tests.conftest import _truncate_all
+    from tests.conftest import empty_all_tables
 
-    await _truncate_all(postgres_url)
+    await empty_all_tables(postgres_url)
     settings = make_settings(postgres_url, tmp_path / "data", **s3_settings(s3_server))
     await create_bucket(settings)
     # 3 MiB client chunks against 5 MiB S3 parts: the server buffers the remainder between

@@ -11,12 +11,13 @@ service or the network does wrong is :class:`StorageError` with the S3 error cod
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from homeport.kit.storage import READ_BLOCK, ObjectMissing, Part, StorageError, check_key
@@ -37,6 +38,13 @@ _MISSING_UPLOAD_CODES = frozenset({"NoSuchUpload"})
 _BUCKET_EXISTS_CODES = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
 
 T = TypeVar("T")
+
+
+@functools.cache
+def _shared_session() -> AioSession:
+    """One botocore session per process: a new one parses the S3 service model again (about
+    0.1 s), and every client it makes has its own connections anyway."""
+    return get_session()
 
 
 def _error_code(exc: ClientError) -> str:
@@ -95,7 +103,7 @@ class S3Storage:
         stack = contextlib.AsyncExitStack()
         try:
             client = await stack.enter_async_context(
-                get_session().create_client(
+                _shared_session().create_client(
                     "s3",
                     region_name=self.region,
                     endpoint_url=self.endpoint_url,
