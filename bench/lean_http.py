@@ -140,3 +140,6 @@ class Client:
 
     async def head(self, url: str, **options: Any) -> Response:
         return await self.request("HEAD", url, **options)
+
+    async def delete(self, url: str, **options: Any) -> Response:
+        return await self.request("DELETE", url, **options)

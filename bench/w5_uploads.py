@@ -8,7 +8,8 @@ SHA-256 of the chunks and the file is computed before the clock starts (a phone 
 reads the file; this measures the server). Each case also reports the server process's CPU
 time per MiB (median), which other load on the machine does not distort. The resume case
 uploads half, then a new client (new connections) asks where the upload stands (REST status /
-tus HEAD) and sends the rest; MiB/s of the whole.
+tus HEAD) and sends the rest; MiB/s of the whole. After each run (off the clock) its file is
+deleted through the API and its bytes awaited gone, so every run starts from the same storage.
 
 Run: .venv/bin/python -m bench.w5_uploads [--size-mib 32] [--chunk-mib 1,8] [--runs 3]
      [--only tus_] [--client httpx|lean] [--profile-seconds N --profile-out FILE]
@@ -39,7 +40,7 @@ from pathlib import Path
 import httpx
 
 from bench import lean_http
-from bench.server import init_tenant, running_server
+from bench.server import Server, init_tenant, running_server
 
 PASSWORD = "bench-password-123"
 EMAIL = "bench@example.com"
@@ -119,21 +120,23 @@ async def rest_chunks(
         )
 
 
-async def rest_finalize(client: httpx.AsyncClient, payload: Payload, upload_id: str) -> None:
+async def rest_finalize(client: httpx.AsyncClient, payload: Payload, upload_id: str) -> str:
+    """The finished file's id."""
     body = _check(await client.post(f"/api/v1/uploads/{upload_id}/finalize"), 200).json()
     assert body["checksum"] == payload.file_hash, body
     assert body["file_size"] == len(payload.data), body
+    return str(body["file_id"])
 
 
-async def rest_upload(client: httpx.AsyncClient, payload: Payload, name: str) -> None:
+async def rest_upload(client: httpx.AsyncClient, payload: Payload, name: str) -> str:
     upload_id = await rest_init(client, payload, name)
     await rest_chunks(client, payload, upload_id, list(range(payload.count)))
-    await rest_finalize(client, payload, upload_id)
+    return await rest_finalize(client, payload, upload_id)
 
 
 async def rest_resume(
     new_client: Callable[[], httpx.AsyncClient], payload: Payload, name: str
-) -> None:
+) -> str:
     half = payload.count // 2
     async with new_client() as first:
         upload_id = await rest_init(first, payload, name)
@@ -142,7 +145,7 @@ async def rest_resume(
         status = _check(await second.get(f"/api/v1/uploads/{upload_id}/status"), 200).json()
         assert len(status["missing_chunks"]) == payload.count - half, status
         await rest_chunks(second, payload, upload_id, status["missing_chunks"])
-        await rest_finalize(second, payload, upload_id)
+        return await rest_finalize(second, payload, upload_id)
 
 
 # tus
@@ -183,19 +186,21 @@ async def tus_patches(
     return last
 
 
-def _finished(last: httpx.Response | None) -> None:
+def _finished(last: httpx.Response | None) -> str:
+    """The finished file's id, from the last PATCH's answer."""
     assert last is not None
     assert "Homeport-File-Id" in last.headers, last.headers
+    return str(last.headers["Homeport-File-Id"])
 
 
-async def tus_upload(client: httpx.AsyncClient, payload: Payload, name: str) -> None:
+async def tus_upload(client: httpx.AsyncClient, payload: Payload, name: str) -> str:
     url = await tus_create(client, payload, name)
-    _finished(await tus_patches(client, payload, url, 0))
+    return _finished(await tus_patches(client, payload, url, 0))
 
 
 async def tus_resume(
     new_client: Callable[[], httpx.AsyncClient], payload: Payload, name: str
-) -> None:
+) -> str:
     half = (payload.count // 2) * payload.chunk_size
     async with new_client() as first:
         url = await tus_create(first, payload, name)
@@ -204,7 +209,7 @@ async def tus_resume(
         head = _check(await second.head(url, headers=TUS_HEADERS), 200)
         offset = int(head.headers["Upload-Offset"])
         assert offset == half, (offset, half)
-        _finished(await tus_patches(second, payload, url, offset))
+        return _finished(await tus_patches(second, payload, url, offset))
 
 
 # Measuring
@@ -248,47 +253,68 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def stored_bytes(storage_dir: Path) -> int:
+    return sum(path.stat().st_size for path in storage_dir.rglob("*") if path.is_file())
+
+
+async def _remove(client: httpx.AsyncClient, file_id: str, storage_dir: Path, keep: int) -> None:
+    """Delete the run's file through the API and wait until the server's job has removed its
+    bytes from the storage directory (back to ``keep`` bytes or fewer)."""
+    _check(await client.delete(f"/api/v1/files/{file_id}"), 204)
+    deadline = time.monotonic() + 60
+    while stored_bytes(storage_dir) > keep:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the file {file_id} was deleted but its bytes stay stored")
+        await asyncio.sleep(0.1)
+
+
 async def _measure(
-    run: Callable[[Payload, str], Awaitable[None]],
+    run: Callable[[Payload, str], Awaitable[str]],
     size: int,
     chunk_size: int,
     runs: int,
     tag: str,
-    server_pid: int,
+    server: Server,
+    client: httpx.AsyncClient,
 ) -> tuple[list[float], list[float]]:
     rates, cpu = [], []
+    storage_dir = server.data_dir / "files"
     for number in range(runs):
         payload = Payload.random(size, chunk_size)
-        # Start every run with the page cache written back: otherwise the dirty pages of the
-        # earlier runs push this one into the kernel's writer throttling (on the 2-core VM,
-        # writes fall from GB/s to the disk's ~390 MiB/s once ~200 MB are dirty) and the
-        # figure depends on the run's place in the sequence, not on the server.
+        # Every run starts from the same storage and page cache: the last run's file is deleted
+        # (through the API, its job removing the bytes) and the dirty pages are written back.
+        # Otherwise the figure depends on the run's place in the sequence, not on the server:
+        # on the 2-core VM, with ~200 MB dirty, writes fall into the kernel's writer
+        # throttling (from GB/s to the disk's ~390 MiB/s), and past ~600 MB of new files the
+        # kernel's cost per written page rises fourfold (the server's system CPU time per
+        # 32 MiB upload from ~30 to ~120 ms, its user time unchanged).
+        keep = stored_bytes(storage_dir)
         os.sync()
-        cpu_before = cpu_seconds(server_pid)
+        cpu_before = cpu_seconds(server.pid)
         started = time.perf_counter()
-        await run(payload, f"{tag}-{number}.bin")
+        file_id = await run(payload, f"{tag}-{number}.bin")
         rates.append(size / MIB / (time.perf_counter() - started))
-        cpu.append((cpu_seconds(server_pid) - cpu_before) * 1000 / (size / MIB))
+        cpu.append((cpu_seconds(server.pid) - cpu_before) * 1000 / (size / MIB))
+        await _remove(client, file_id, storage_dir, keep)
     return rates, cpu
 
 
 async def _all(
-    base_url: str,
-    server_pid: int,
+    server: Server,
     size: int,
     chunk_sizes: list[int],
     runs: int,
     only: str,
     client_kind: str,
 ) -> dict[str, object]:
-    new_client = _client_factory(base_url, await _login(base_url), client_kind)
+    new_client = _client_factory(server.base_url, await _login(server.base_url), client_kind)
     results: dict[str, object] = {}
     async with new_client() as client:
         # One unmeasured upload warms the server (imports, connection pool, SQLite pages).
         await rest_upload(client, Payload.random(2 * MIB, MIB), "warm.bin")
         for chunk_size in chunk_sizes:
             label = f"{chunk_size // MIB}MiB"
-            cases: dict[str, Callable[[Payload, str], Awaitable[None]]] = {
+            cases: dict[str, Callable[[Payload, str], Awaitable[str]]] = {
                 f"rest_{label}": lambda payload, name: rest_upload(client, payload, name),
                 f"tus_{label}": lambda payload, name: tus_upload(client, payload, name),
                 f"rest_resume_{label}": lambda payload, name: rest_resume(
@@ -299,7 +325,7 @@ async def _all(
             for case, run in cases.items():
                 if only and only not in case:
                     continue
-                rates, cpu = await _measure(run, size, chunk_size, runs, case, server_pid)
+                rates, cpu = await _measure(run, size, chunk_size, runs, case, server, client)
                 results[case] = {
                     "mib_per_s": round(statistics.median(rates), 1),
                     "runs": [round(rate, 1) for rate in rates],
@@ -366,8 +392,7 @@ def main() -> None:
         with _profiling(server.pid, args.profile_seconds, args.profile_out):
             results = asyncio.run(
                 _all(
-                    server.base_url,
-                    server.pid,
+                    server,
                     size,
                     chunk_sizes,
                     args.runs,
