@@ -1,9 +1,9 @@
-"""docs/files.md's shell examples work as written: its ``sh`` blocks run in order, in one bash
-with ``set -euo pipefail``, against a real server (uvicorn on 127.0.0.1, SQLite).
+"""The shell examples of docs/files.md and docs/rest.md work as written, against a real server
+(uvicorn on 127.0.0.1, SQLite), with ``bash -euo pipefail``.
 
-Only the variables block is filled in (the server's address and a real access token), and the
-one file the reader brings (``photo.png``) is made here. Every other line runs unchanged; what
-they print is checked against what the page says they print.
+Only the variables block of each page is filled in (the server's address and a real access
+token), and what the reader brings is made here (``photo.png``; records for the lists to show).
+Every other line runs unchanged; what it prints is checked against what the page says.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,16 @@ from homeport.tenants.service import TenantService
 from tests.conftest import make_settings, unavailable
 from tests.live_server import LiveServer
 
-FILES_DOC = Path(__file__).resolve().parents[1] / "docs" / "files.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+FILES_DOC = DOCS / "files.md"
+REST_DOC = DOCS / "rest.md"
 EMAIL = "owner@docs.example.com"
 PASSWORD = "documented-password-1"
-VARIABLES = """BASE=http://127.0.0.1:8000
+REST_VARIABLES = """export HP=http://127.0.0.1:8000
+export TOKEN=...   # the access_token of POST /api/v1/auth/login
+export R=$HP/api/v1/collections/orders/records
+"""
+FILES_VARIABLES = """BASE=http://127.0.0.1:8000
 ACCESS=...   # an access token
 AUTH="Authorization: Bearer $ACCESS"
 """
@@ -89,7 +96,7 @@ def _json_objects(output: str) -> list[dict[str, Any]]:
 
 def test_the_files_page_runs_as_written(server: LiveServer, tmp_path: Path) -> None:
     blocks = shell_blocks(FILES_DOC.read_text(encoding="utf-8"))
-    assert blocks[0] == VARIABLES, "docs/files.md changed its variables block"
+    assert blocks[0] == FILES_VARIABLES, "docs/files.md changed its variables block"
     variables = f"BASE={server.base_url}\nACCESS={_access_token(server.base_url)}\n"
     variables += 'AUTH="Authorization: Bearer $ACCESS"\n'
     work = tmp_path / "reader"
@@ -133,3 +140,185 @@ def test_the_files_page_runs_as_written(server: LiveServer, tmp_path: Path) -> N
     assert "206" in lines
     assert (work / "rest-of-file.bin").read_bytes() == video[1_000_000:]
     assert pretty == metadata | {"url": pretty["url"], "url_expires_at": pretty["url_expires_at"]}
+
+
+def _statuses(output: str) -> list[int]:
+    """The status codes of the ``curl -i`` answers printed (a body printed before one has no
+    newline at its end, so a status line may start mid-line)."""
+    return [int(code) for code in re.findall(r"HTTP/[\d.]+ (\d{3}) ", output)]
+
+
+class RestPage:
+    """Runs the blocks of docs/rest.md one by one, each in a new bash with the page's
+    variables, as a reader pastes them."""
+
+    def __init__(self, server: LiveServer, work: Path) -> None:
+        self.blocks = shell_blocks(REST_DOC.read_text(encoding="utf-8"))
+        assert self.blocks[0] == REST_VARIABLES, "docs/rest.md changed its variables block"
+        self.token = _access_token(server.base_url)
+        self.base_url = server.base_url
+        self.variables = (
+            f"export HP={server.base_url}\nexport TOKEN={self.token}\n"
+            "export R=$HP/api/v1/collections/orders/records\n"
+        )
+        self.work = work
+        self.next = 1
+
+    def run(self, starts_with: str) -> str:
+        """The next block, which must start with ``starts_with`` (so a reordered page fails
+        here, not in a confusing check later)."""
+        block = self.blocks[self.next]
+        assert block.startswith(starts_with), block
+        self.next += 1
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", self.variables + block],
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, block + result.stdout + result.stderr
+        return result.stdout
+
+    def create(self, collection: str, data: dict[str, Any]) -> None:
+        answer = httpx.post(
+            f"{self.base_url}/api/v1/collections/{collection}/records",
+            json=data,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        assert answer.status_code == 201, answer.text
+
+
+def _brotli_command(directory: Path) -> Path:
+    """A ``brotli -d`` for the page's brotli example (the reader's own tool), from the brotli
+    module the server compresses with."""
+    script = directory / "brotli"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "import brotli\n"
+        "assert sys.argv[1:] == ['-d'], sys.argv\n"
+        "sys.stdout.buffer.write(brotli.decompress(sys.stdin.buffer.read()))\n"
+    )
+    script.chmod(0o755)
+    return directory
+
+
+def test_the_rest_page_runs_as_written(server: LiveServer, tmp_path: Path) -> None:
+    work = tmp_path / "reader"
+    work.mkdir()
+    page = RestPage(server, work)
+    tools = _brotli_command(tmp_path)
+    page.variables += f'export PATH="{tools}:$PATH"\n'
+
+    (orders,) = _json_objects(page.run("curl -s -X POST $HP/api/v1/collections"))
+    assert orders["name"] == "orders"
+    assert orders["collection"]["sortable"] == ["priority", "amount"]
+    (created,) = _json_objects(page.run("curl -s -X POST $R"))
+    assert (created["id"], created["version"], created["data"]["title"]) == ("o1", 1, "Pump")
+
+    read = page.run("curl -si $R/o1")
+    assert _statuses(read) == [200, 304]
+    assert re.search(r'^etag: "1"\r?$', read, re.IGNORECASE | re.MULTILINE), read
+
+    replaced, patched = _json_objects(page.run("curl -s -X PUT $R/o1"))
+    assert (replaced["version"], replaced["data"]["title"]) == (2, "Valve")
+    assert patched["version"] == 3
+    assert patched["data"] == {"id": "o1", "title": "Valve", "address": {"city": "Lyon"}}
+    assert httpx.get(
+        f"{page.base_url}/api/v1/collections/orders/records/o1",
+        headers={"Authorization": f"Bearer {page.token}"},
+    ).status_code in (404, 410)  # the block ends with the DELETE
+
+    # o1 is deleted by now: the page says a write to a deleted record is 404.
+    assert _statuses(page.run("curl -si -X PATCH $R/o1")) == [404]
+
+    for number, (status, priority, tags) in enumerate(
+        [("open", 5, ["urgent"]), ("open", 2, []), ("late", 4, ["urgent"])], start=2
+    ):
+        page.create(
+            "orders",
+            {
+                "id": f"o{number}",
+                "title": f"Order {number}",
+                "status": status,
+                "priority": priority,
+                "tags": tags,
+            },
+        )
+    (listed,) = _json_objects(page.run('curl -s "$R?limit=100"'))
+    assert [record["id"] for record in listed["data"]] == ["o2", "o3", "o4"]
+    assert listed["has_more"] is False
+
+    first, foreign = _json_objects(page.run('curl -s "$R?sort=-priority&limit=2"'))
+    assert [record["id"] for record in first["data"]] == ["o2", "o4"]
+    assert first["has_more"] is True
+    # The second line's cursor is the page's placeholder: an altered cursor is refused.
+    assert (foreign["status"], foreign["code"], foreign["parameter"]) == (
+        400,
+        "VALIDATION_004",
+        "cursor",
+    )
+
+    (filtered,) = _json_objects(page.run("curl -s -G $R"))
+    assert [record["data"] for record in filtered["data"]] == [
+        {"id": "o2", "title": "Order 2", "status": "open"}
+    ]
+
+    (batch,) = _json_objects(page.run('curl -s -X POST "$R:batch"'))
+    # Atomic: o1 is deleted, so its patch fails and nothing of the batch is written.
+    assert batch["applied"] is False
+    statuses = {result["op"]: result["status"] for result in batch["results"]}
+    assert statuses["patch"] == 404
+    assert statuses["create"] == 424
+
+    # Answers under 1 KiB are sent as they are: enough records for a page worth compressing
+    # (brotli -d refuses anything that is not brotli).
+    extra = [f"p{number:02d}" for number in range(1, 21)]
+    for record_id in extra:
+        page.create("orders", {"id": record_id, "title": f"Order {record_id}", "status": "open"})
+    gzipped, brotli_decoded = _json_objects(page.run('curl -s --compressed "$R?limit=1000'))
+    assert [record["data"] for record in gzipped["data"]][:3] == [
+        {"id": f"o{number}", "title": f"Order {number}"} for number in (2, 3, 4)
+    ]
+    assert [record["id"] for record in brotli_decoded["data"]] == ["o2", "o3", "o4", *extra]
+
+    (work_orders,) = _json_objects(page.run("curl -s -X POST $HP/api/v1/collections"))
+    assert work_orders["collection"]["searchable"] == ["title", "notes", "tags"]
+    # The records of the page's search answer.
+    page.create(
+        "work_orders",
+        {
+            "id": "wo-1",
+            "title": "Replace pump",
+            "notes": "Bring the ladder",
+            "status": "open",
+            "priority": 1,
+        },
+    )
+    page.create(
+        "work_orders",
+        {
+            "id": "wo-2",
+            "title": "Leaking pump",
+            "notes": "Valve seal worn",
+            "status": "open",
+            "priority": 3,
+        },
+    )
+    (ranked,) = _json_objects(page.run('curl -s "$HP/api/v1/collections/work_orders/records?q='))
+    assert [record["id"] for record in ranked["data"]] == ["wo-2", "wo-1"]  # both words first
+
+    (searched,) = _json_objects(page.run('curl -s "$HP/api/v1/search?q=leaking%20pum'))
+    documented = json.loads(
+        re.search(
+            r"```json\n(\{\n  \"terms\": .*?)```", REST_DOC.read_text(encoding="utf-8"), re.DOTALL
+        ).group(1)  # type: ignore[union-attr]
+    )
+    assert searched["terms"] == documented["terms"]
+    assert [(hit["id"], hit["data"]) for hit in searched["hits"]] == [
+        (hit["id"], hit["data"]) for hit in documented["hits"]
+    ]
+    assert searched["collections"] == documented["collections"]
+    assert searched["suggestions"] == documented["suggestions"]
+    assert page.next == len(page.blocks), "a block of docs/rest.md is not run"
