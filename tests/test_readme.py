@@ -1,4 +1,5 @@
-"""The README's quickstart works as written: its shell block runs against a real first start.
+"""The quickstarts work as written (the README's and docs/quickstart.md's): their shell blocks run
+against a real first start.
 
 ``homeport serve`` starts on an empty data directory (as ``make run`` does), the password it
 prints is pasted where the README says so, and the block runs unchanged otherwise (only the port
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -104,3 +106,50 @@ def test_quickstart_runs_as_written(first_start: tuple[str, str], tmp_path: Path
             ["access_token", "expires_in", "refresh_token", "session_id", "tenant_id", "token_type"]
         )
     )
+
+
+def test_the_quickstart_page_runs_as_written(first_start: tuple[str, str], tmp_path: Path) -> None:
+    """docs/quickstart.md's walk from the first login to a tenant, its owner, a member, an API
+    key and a logout: its blocks run in order, as written, against the same first start."""
+    base, password = first_start
+    text = (README.parent / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+    first = next(index for index, block in enumerate(blocks) if block.startswith("BASE="))
+    walk = blocks[first : first + 6]
+    assert walk[-1].startswith('curl -s "$BASE/api/v1/auth/sessions"'), walk[-1]
+    script = (
+        "\n".join(walk)
+        .replace("paste-the-printed-password", password)
+        .replace("http://127.0.0.1:8000", base)
+    )
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    decoder = json.JSONDecoder()
+    printed: list[dict[str, Any]] = []
+    position = 0
+    while (position := result.stdout.find("{", position)) != -1:
+        value, position = decoder.raw_decode(result.stdout, position)
+        printed.append(value)
+    tenant, accepted, sam, members, by_key, sessions = printed
+    assert tenant["slug"] == "acme"
+    assert accepted["accepted"] is True
+    assert accepted["email"] == "dana@acme.example"
+    assert (sam["email"], sam["role"], sam["activated"]) == ("sam@acme.example", "member", False)
+    emails = sorted(member["email"] for member in members["members"])
+    assert emails == ["dana@acme.example", "sam@acme.example"]
+    assert by_key == members  # the API key reads the same list
+    (session,) = sessions["sessions"]
+    assert session["device_id"] == "dana-phone"
+    assert session["current"] is True
+    # The walk ends with a logout: Dana's token no longer works.
+    dana = json.loads((tmp_path / "dana.json").read_text())
+    me = httpx.get(
+        f"{base}/api/v1/auth/me", headers={"Authorization": f"Bearer {dana['access_token']}"}
+    )
+    assert me.status_code == 401
