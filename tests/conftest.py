@@ -156,6 +156,23 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield endpoint
 
 
+async def seed_tenant_owner(database_url: str, slug: str, email: str, password: str) -> str:
+    """A tenant with its owner, made straight in the database (fast password hashing); its id."""
+    from homeport.kit.db import Database
+    from homeport.kit.security import PasswordHashing
+    from homeport.tenants.service import TenantService
+
+    database = Database(database_url)
+    try:
+        async with database.transaction() as session:
+            tenant, _owner = await TenantService(
+                session, PasswordHashing(1, 1024, 1)
+            ).create_tenant_with_owner(slug, slug.title(), email, password, platform_admin=False)
+            return tenant.id
+    finally:
+        await database.dispose()
+
+
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
     """Fast password hashing and no background jobs unless a test asks for them."""
     values: dict[str, Any] = {

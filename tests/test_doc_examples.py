@@ -14,7 +14,6 @@ import io
 import json
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from homeport.kit.db import Database
-from homeport.kit.security import PasswordHashing
-from homeport.tenants.service import TenantService
-from tests.conftest import make_settings, unavailable
+from tests.conftest import make_settings, seed_tenant_owner, unavailable
+from tests.doc_shell import json_objects, run_bash, shell_blocks
 from tests.live_server import LiveServer
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -47,21 +44,6 @@ AUTH="Authorization: Bearer $ACCESS"
 TOOLS = ("bash", "curl", "openssl", "split", "sha256sum", "base64", "python3")
 
 
-def shell_blocks(text: str) -> list[str]:
-    return re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
-
-
-async def _seed(database_url: str) -> None:
-    database = Database(database_url)
-    try:
-        async with database.transaction() as session:
-            await TenantService(session, PasswordHashing(1, 1024, 1)).create_tenant_with_owner(
-                "docs", "Docs", EMAIL, PASSWORD, platform_admin=False
-            )
-    finally:
-        await database.dispose()
-
-
 @pytest.fixture
 def server(sqlite_template: Path, tmp_path: Path) -> Iterator[LiveServer]:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
@@ -70,7 +52,7 @@ def server(sqlite_template: Path, tmp_path: Path) -> Iterator[LiveServer]:
     database = tmp_path / "homeport.db"
     shutil.copy(sqlite_template, database)
     settings = make_settings(f"sqlite+aiosqlite:///{database}", tmp_path / "data")
-    asyncio.run(_seed(settings.resolved_database_url))
+    asyncio.run(seed_tenant_owner(settings.resolved_database_url, "docs", EMAIL, PASSWORD))
     with LiveServer(settings) as running:
         yield running
 
@@ -84,16 +66,6 @@ def _access_token(base_url: str) -> str:
     return str(answer.json()["access_token"])
 
 
-def _json_objects(output: str) -> list[dict[str, Any]]:
-    """The JSON objects printed, in order (some examples print one without a newline)."""
-    decoder = json.JSONDecoder()
-    found, position = [], 0
-    while (position := output.find("{", position)) != -1:
-        value, position = decoder.raw_decode(output, position)
-        found.append(value)
-    return found
-
-
 def test_the_files_page_runs_as_written(server: LiveServer, tmp_path: Path) -> None:
     blocks = shell_blocks(FILES_DOC.read_text(encoding="utf-8"))
     assert blocks[0] == FILES_VARIABLES, "docs/files.md changed its variables block"
@@ -105,17 +77,11 @@ def test_the_files_page_runs_as_written(server: LiveServer, tmp_path: Path) -> N
     Image.new("RGB", (400, 300), (200, 40, 40)).save(photo, "PNG")
     (work / "photo.png").write_bytes(photo.getvalue())
 
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", "\n".join([variables, *blocks[1:]])],
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_bash("\n".join([variables, *blocks[1:]]), work, timeout=120)
 
     assert result.returncode == 0, result.stdout + result.stderr
     video = (work / "video.bin").read_bytes()
-    answers = _json_objects(result.stdout)
+    answers = json_objects(result.stdout)
     init, *chunks = answers[: 1 + 3]
     assert (init["chunk_size"], init["total_chunks"]) == (1048576, 3)
     assert [chunk["chunk_index"] for chunk in chunks] == [0, 1, 2]
@@ -170,13 +136,7 @@ class RestPage:
         block = self.blocks[self.next]
         assert block.startswith(starts_with), block
         self.next += 1
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", self.variables + block],
-            cwd=self.work,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_bash(self.variables + block, self.work)
         assert result.returncode == 0, block + result.stdout + result.stderr
         return result.stdout
 
@@ -189,7 +149,7 @@ class RestPage:
         assert answer.status_code == 201, answer.text
 
 
-def _brotli_command(directory: Path) -> Path:
+def _brotli_command(directory: Path) -> None:
     """A ``brotli -d`` for the page's brotli example (the reader's own tool), from the brotli
     module the server compresses with."""
     script = directory / "brotli"
@@ -201,27 +161,26 @@ def _brotli_command(directory: Path) -> Path:
         "sys.stdout.buffer.write(brotli.decompress(sys.stdin.buffer.read()))\n"
     )
     script.chmod(0o755)
-    return directory
 
 
 def test_the_rest_page_runs_as_written(server: LiveServer, tmp_path: Path) -> None:
     work = tmp_path / "reader"
     work.mkdir()
     page = RestPage(server, work)
-    tools = _brotli_command(tmp_path)
-    page.variables += f'export PATH="{tools}:$PATH"\n'
+    _brotli_command(tmp_path)
+    page.variables += f'export PATH="{tmp_path}:$PATH"\n'
 
-    (orders,) = _json_objects(page.run("curl -s -X POST $HP/api/v1/collections"))
+    (orders,) = json_objects(page.run("curl -s -X POST $HP/api/v1/collections"))
     assert orders["name"] == "orders"
     assert orders["collection"]["sortable"] == ["priority", "amount"]
-    (created,) = _json_objects(page.run("curl -s -X POST $R"))
+    (created,) = json_objects(page.run("curl -s -X POST $R"))
     assert (created["id"], created["version"], created["data"]["title"]) == ("o1", 1, "Pump")
 
     read = page.run("curl -si $R/o1")
     assert _statuses(read) == [200, 304]
     assert re.search(r'^etag: "1"\r?$', read, re.IGNORECASE | re.MULTILINE), read
 
-    replaced, patched = _json_objects(page.run("curl -s -X PUT $R/o1"))
+    replaced, patched = json_objects(page.run("curl -s -X PUT $R/o1"))
     assert (replaced["version"], replaced["data"]["title"]) == (2, "Valve")
     assert patched["version"] == 3
     assert patched["data"] == {"id": "o1", "title": "Valve", "address": {"city": "Lyon"}}
@@ -246,11 +205,11 @@ def test_the_rest_page_runs_as_written(server: LiveServer, tmp_path: Path) -> No
                 "tags": tags,
             },
         )
-    (listed,) = _json_objects(page.run('curl -s "$R?limit=100"'))
+    (listed,) = json_objects(page.run('curl -s "$R?limit=100"'))
     assert [record["id"] for record in listed["data"]] == ["o2", "o3", "o4"]
     assert listed["has_more"] is False
 
-    first, foreign = _json_objects(page.run('curl -s "$R?sort=-priority&limit=2"'))
+    first, foreign = json_objects(page.run('curl -s "$R?sort=-priority&limit=2"'))
     assert [record["id"] for record in first["data"]] == ["o2", "o4"]
     assert first["has_more"] is True
     # The second line's cursor is the page's placeholder: an altered cursor is refused.
@@ -260,12 +219,12 @@ def test_the_rest_page_runs_as_written(server: LiveServer, tmp_path: Path) -> No
         "cursor",
     )
 
-    (filtered,) = _json_objects(page.run("curl -s -G $R"))
+    (filtered,) = json_objects(page.run("curl -s -G $R"))
     assert [record["data"] for record in filtered["data"]] == [
         {"id": "o2", "title": "Order 2", "status": "open"}
     ]
 
-    (batch,) = _json_objects(page.run('curl -s -X POST "$R:batch"'))
+    (batch,) = json_objects(page.run('curl -s -X POST "$R:batch"'))
     # Atomic: o1 is deleted, so its patch fails and nothing of the batch is written.
     assert batch["applied"] is False
     statuses = {result["op"]: result["status"] for result in batch["results"]}
@@ -277,13 +236,13 @@ def test_the_rest_page_runs_as_written(server: LiveServer, tmp_path: Path) -> No
     extra = [f"p{number:02d}" for number in range(1, 21)]
     for record_id in extra:
         page.create("orders", {"id": record_id, "title": f"Order {record_id}", "status": "open"})
-    gzipped, brotli_decoded = _json_objects(page.run('curl -s --compressed "$R?limit=1000'))
+    gzipped, brotli_decoded = json_objects(page.run('curl -s --compressed "$R?limit=1000'))
     assert [record["data"] for record in gzipped["data"]][:3] == [
         {"id": f"o{number}", "title": f"Order {number}"} for number in (2, 3, 4)
     ]
     assert [record["id"] for record in brotli_decoded["data"]] == ["o2", "o3", "o4", *extra]
 
-    (work_orders,) = _json_objects(page.run("curl -s -X POST $HP/api/v1/collections"))
+    (work_orders,) = json_objects(page.run("curl -s -X POST $HP/api/v1/collections"))
     assert work_orders["collection"]["searchable"] == ["title", "notes", "tags"]
     # The records of the page's search answer.
     page.create(
@@ -306,10 +265,10 @@ def test_the_rest_page_runs_as_written(server: LiveServer, tmp_path: Path) -> No
             "priority": 3,
         },
     )
-    (ranked,) = _json_objects(page.run('curl -s "$HP/api/v1/collections/work_orders/records?q='))
+    (ranked,) = json_objects(page.run('curl -s "$HP/api/v1/collections/work_orders/records?q='))
     assert [record["id"] for record in ranked["data"]] == ["wo-2", "wo-1"]  # both words first
 
-    (searched,) = _json_objects(page.run('curl -s "$HP/api/v1/search?q=leaking%20pum'))
+    (searched,) = json_objects(page.run('curl -s "$HP/api/v1/search?q=leaking%20pum'))
     documented = json.loads(
         re.search(
             r"```json\n(\{\n  \"terms\": .*?)```", REST_DOC.read_text(encoding="utf-8"), re.DOTALL

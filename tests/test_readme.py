@@ -16,10 +16,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+
+from tests.doc_shell import json_objects, run_bash, shell_blocks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -88,13 +89,7 @@ def test_quickstart_runs_as_written(first_start: tuple[str, str], tmp_path: Path
     script = block.replace("paste-the-printed-password", password).replace(
         "http://127.0.0.1:8000", base
     )
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_bash(script, tmp_path)
     assert result.returncode == 0, result.stderr
     me_line, keys_line = result.stdout.strip().splitlines()
     me = json.loads(me_line)
@@ -112,8 +107,7 @@ def test_the_quickstart_page_runs_as_written(first_start: tuple[str, str], tmp_p
     """docs/quickstart.md's walk from the first login to a tenant, its owner, a member, an API
     key and a logout: its blocks run in order, as written, against the same first start."""
     base, password = first_start
-    text = (README.parent / "docs" / "quickstart.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+    blocks = shell_blocks((README.parent / "docs" / "quickstart.md").read_text(encoding="utf-8"))
     first = next(index for index, block in enumerate(blocks) if block.startswith("BASE="))
     walk = blocks[first : first + 6]
     assert walk[-1].startswith('curl -s "$BASE/api/v1/auth/sessions"'), walk[-1]
@@ -122,21 +116,9 @@ def test_the_quickstart_page_runs_as_written(first_start: tuple[str, str], tmp_p
         .replace("paste-the-printed-password", password)
         .replace("http://127.0.0.1:8000", base)
     )
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_bash(script, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    decoder = json.JSONDecoder()
-    printed: list[dict[str, Any]] = []
-    position = 0
-    while (position := result.stdout.find("{", position)) != -1:
-        value, position = decoder.raw_decode(result.stdout, position)
-        printed.append(value)
-    tenant, accepted, sam, members, by_key, sessions = printed
+    tenant, accepted, sam, members, by_key, sessions = json_objects(result.stdout)
     assert tenant["slug"] == "acme"
     assert accepted["accepted"] is True
     assert accepted["email"] == "dana@acme.example"

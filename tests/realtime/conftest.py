@@ -17,10 +17,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from homeport.config import Settings
-from homeport.kit.db import Database
-from homeport.kit.security import PasswordHashing
-from homeport.tenants.service import TenantService
-from tests.conftest import make_settings
+from tests.conftest import make_settings, seed_tenant_owner
 from tests.live_server import LiveServer
 
 PASSWORD = "realtime-password-1"
@@ -112,15 +109,7 @@ async def receive(ws: ClientConnection, kind: str, timeout: float = 5.0) -> dict
 
 
 async def _seed(settings: Settings, email: str) -> str:
-    database = Database(settings.resolved_database_url)
-    try:
-        async with database.transaction() as session:
-            tenant, _ = await TenantService(
-                session, PasswordHashing(1, 1024, 1)
-            ).create_tenant_with_owner("acme", "Acme", email, PASSWORD, platform_admin=False)
-            return tenant.id
-    finally:
-        await database.dispose()
+    return await seed_tenant(settings, "acme", email)
 
 
 @pytest.fixture
@@ -147,15 +136,7 @@ async def live(live_server: LiveServer, live_settings: Settings) -> AsyncIterato
 
 async def seed_tenant(settings: Settings, slug: str, email: str) -> str:
     """A tenant with its owner (password ``PASSWORD``), made straight in the database."""
-    database = Database(settings.resolved_database_url)
-    try:
-        async with database.transaction() as session:
-            tenant, _ = await TenantService(
-                session, PasswordHashing(1, 1024, 1)
-            ).create_tenant_with_owner(slug, slug.title(), email, PASSWORD, platform_admin=False)
-            return tenant.id
-    finally:
-        await database.dispose()
+    return await seed_tenant_owner(settings.resolved_database_url, slug, email, PASSWORD)
 
 
 @contextlib.asynccontextmanager

@@ -151,17 +151,18 @@ class ReachByRole:
 
 
 async def _history_page(
-    hub: Hub, repository: SyncRepository, connection: Connection, rules: dict[str, str]
+    hub: Hub, repository: SyncRepository, connection: Connection, reach: dict[str, Reach]
 ) -> tuple[list[str], FeedPoint, bool] | None:
     """The next page of the tenant's feed after the connection's cursor, as the messages for
-    this device; with the page's end and whether more may follow. None: nothing more."""
+    this device (``reach``: what it may read, by collection); with the page's end and whether
+    more may follow. None: nothing more."""
     assert connection.cursor is not None
     tenant_id = connection.principal.tenant_id
-    rows = await repository.read_feed(tenant_id, connection.cursor, PAGE, list(rules), [], None)
+    rows = await repository.read_feed(tenant_id, connection.cursor, PAGE, list(reach), [], None)
     if not rows:
         return None
     end = FeedPoint(rows[-1].xid, rows[-1].position)
-    mine = _visible(connection, rows, ReachByRole(rules).of(connection.principal.role))
+    mine = _visible(connection, rows, reach)
     messages = protocol.server_pushes(
         mine, hub.cursor(tenant_id, end), lambda row: hub.row_cursor(tenant_id, row)
     )
@@ -268,12 +269,11 @@ class TenantFeed:
         reach: ReachByRole,
     ) -> None:
         assert connection.cursor is not None
+        now = reach.of(connection.principal.role)
         # The history was sent under the rules of its own read; they may have changed since.
-        for message in await _rescoped(
-            self.hub, repository, connection, reach.of(connection.principal.role)
-        ):
+        for message in await _rescoped(self.hub, repository, connection, now):
             connection.send(message)
-        while page := await _history_page(self.hub, repository, connection, self.rules):
+        while page := await _history_page(self.hub, repository, connection, now):
             messages, connection.cursor, more = page
             for message in messages:
                 connection.send(message)
@@ -425,15 +425,14 @@ class Hub:
             async with self.database.transaction() as session:
                 repository = SyncRepository(session)
                 rules = await repository.read_rules(tenant_id)
-                rescoped = await _rescoped(
-                    self, repository, connection, ReachByRole(rules).of(connection.principal.role)
-                )
-                page = await _history_page(self, repository, connection, rules)
-            messages, end, more = page if page is not None else ([], after, False)
+                now = ReachByRole(rules).of(connection.principal.role)
+                rescoped = await _rescoped(self, repository, connection, now)
+                page = await _history_page(self, repository, connection, now)
+            messages, end, more = page if page is not None else ([], connection.cursor, False)
             for message in rescoped + messages:
                 if not await connection.send_waiting(message):
                     return
-            connection.cursor = max(connection.cursor, end)
+            connection.cursor = end
             if not more:
                 break
         feed = self.feeds.get(tenant_id)
