@@ -158,9 +158,11 @@ def _metadata(name: str) -> str:
     )
 
 
-async def tus_create(client: httpx.AsyncClient, payload: Payload, name: str) -> str:
+async def tus_create(
+    client: httpx.AsyncClient, payload: Payload, name: str, endpoint: str = "/api/v1/tus/"
+) -> str:
     created = await client.post(
-        "/api/v1/tus/",
+        endpoint,
         headers={
             **TUS_HEADERS,
             "Upload-Length": str(len(payload.data)),

@@ -29,6 +29,7 @@ from homeport.kit.errors import ErrorCode
 from homeport.kit.http import (
     BodyLimitMiddleware,
     ForwardedHeadersMiddleware,
+    NulGuardMiddleware,
     PrefixHeadersMiddleware,
     RateLimitMiddleware,
     TraceMiddleware,
@@ -303,6 +304,7 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
     app.add_middleware(
         PrefixHeadersMiddleware, prefix=TUS_PREFIX, headers={"Tus-Resumable": TUS_VERSION}
     )
+    app.add_middleware(NulGuardMiddleware)
     # Every /api answer names the API version, errors from the middlewares included.
     app.add_middleware(PrefixHeadersMiddleware, prefix="/api/", headers={"API-Version": "1"})
     app.add_middleware(TraceMiddleware)

@@ -166,3 +166,38 @@ async def test_numbers_beyond_64_bits_in_a_filter_are_just_numbers(rest: Rest) -
             assert answer.status_code == 200, (key, value, answer.text)
     smaller = await rest.list([("filter[ref][lt]", "99999999999999999999999")])
     assert [item["id"] for item in smaller.json()["data"]] == ["o1"]
+
+
+async def test_an_id_in_the_body_is_checked_like_one_in_the_path(rest: Rest) -> None:
+    """The id field of the data is the record id: too long, empty or not a string is a 400
+    that writes nothing (a 201-character id was a 500, and the connection dropped)."""
+    for data, code in (
+        ({"id": "x" * 201, "title": "t"}, "SYNC_001"),
+        ({"id": "", "title": "t"}, "SYNC_002"),
+        ({"id": 5, "title": "t"}, "SYNC_002"),
+    ):
+        answer = await rest.client.post(ORDERS, json=data, headers=rest.owner.headers)
+        assert answer.status_code == 400, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert answer.json()["code"] == code
+    assert (await rest.list({})).json()["data"] == []
+    longest = "y" * 200
+    assert (await rest.create({"id": longest, "title": "t"}))["id"] == longest
+    batch = await rest.client.post(
+        f"{ORDERS}:batch",
+        json={
+            "mode": "best_effort",
+            "operations": [
+                {"op": "create", "data": {"id": "z" * 201, "title": "t"}},
+                {"op": "create", "data": {"id": "z", "title": "t"}},
+            ],
+        },
+        headers=rest.owner.headers,
+    )
+    assert batch.status_code == 200, batch.text
+    first, second = batch.json()["results"]
+    assert (first["status"], first["code"]) == (400, "SYNC_001")
+    assert "200 characters" in first["detail"]
+    assert (second["status"], second["code"]) == (201, None)
+    listed = (await rest.list({"fields": "id"})).json()["data"]
+    assert sorted(item["id"] for item in listed) == sorted([longest, "z"])

@@ -171,3 +171,29 @@ async def test_absurdly_nested_data_is_refused_cleanly(world: World) -> None:
     [error] = answer.json()["errors"]
     assert (error["item_id"], error["error"]) == ("t2", "SYNC_001")
     assert "nested" in error["message"]
+
+
+async def test_an_id_taken_from_the_data_is_held_to_the_id_limits(world: World) -> None:
+    """A change without ``id`` takes it from the data: that id is checked as ``id`` is (one of
+    201 characters was stored on SQLite and was a 500 on PostgreSQL, as was a NUL in an id)."""
+    await world.collection("tasks", schema={"type": "object"})
+    phone = await world.device("tech@acme.example.com")
+    answer = await phone.push(
+        [
+            {"collection": "tasks", "op": "upsert", "data": {"id": "x" * 201}},
+            {"collection": "tasks", "op": "upsert", "data": {"id": ""}},
+            {"collection": "tasks", "op": "upsert", "data": {"id": "y" * 200}},
+            {"collection": "tasks", "id": "a\x00b", "op": "upsert", "data": {}},
+        ],
+        mode="best_effort",
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["synced_items"] == 1
+    assert [(error["error"], error["message"]) for error in body["errors"]] == [
+        ("SYNC_001", "A record id is at most 200 characters, none of them NUL"),
+        ("SYNC_002", "Missing record id (give `id` as a non-empty string)"),
+        ("SYNC_001", "A record id is at most 200 characters, none of them NUL"),
+    ]
+    records, _cursor = await phone.pull_all()
+    assert [record["id"] for record in records] == ["y" * 200]

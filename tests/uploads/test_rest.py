@@ -345,6 +345,9 @@ async def test_size_limit_and_bad_init_bodies(upload_harness: Harness) -> None:
         {"filename": "a", "total_size": 10, "file_hash": "xyz"},
         {"total_size": 10, "file_hash": "0" * 64},
         {"filename": "a", "total_size": 10, "file_hash": "0" * 64, "mime_type": "not a type"},
+        # Control characters: PostgreSQL refused the NUL (a 500), a newline is no file name.
+        {"filename": "a\x00b", "total_size": 10, "file_hash": "0" * 64},
+        {"filename": "a\nb", "total_size": 10, "file_hash": "0" * 64},
     ):
         response = await uploader.client.post(
             "/api/v1/uploads/init", json=body, headers=uploader.headers

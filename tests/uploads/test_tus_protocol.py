@@ -605,3 +605,19 @@ async def test_an_interrupted_patch_keeps_what_arrived(settings: Settings) -> No
             assert 0 <= offset <= 128 * 1024
             downloaded = await harness.client.get(patched.headers["Homeport-File-Url"])
             assert downloaded.content == data
+
+
+async def test_metadata_with_control_characters_is_refused(tus: Tus) -> None:
+    """The metadata is stored as text: a NUL in any value was a 500 on PostgreSQL; a file name
+    with a newline or another control character is refused on both databases."""
+    for values in (
+        {"filename": "a.bin", "note": "x\x00y"},
+        {"filename": "a\x00.bin"},
+        {"filename": "a\n.bin"},
+    ):
+        created = await tus.create(10, **{"Upload-Metadata": metadata(**values)})
+        assert created.status_code == 400, created.text
+        assert created.json()["code"] == "UPLOAD_001"
+        assert "Location" not in created.headers
+    accepted = await tus.create(10, **{"Upload-Metadata": metadata(filename="käse ü.bin")})
+    assert accepted.status_code == 201, accepted.text

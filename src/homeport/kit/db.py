@@ -29,7 +29,11 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from homeport.kit.errors import ErrorCode, ProblemError
+from homeport.kit.logging import get_logger
 from homeport.kit.sqlite_inline import InlineConnection, inline_connector
+
+log = get_logger("homeport.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -38,6 +42,21 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def refused_value_state(exc: BaseException) -> str | None:
+    """The SQLSTATE when the database refused a value itself (class 22, "data exception":
+    too long, out of range, invalid text), else None. Follows the driver's exception chain
+    (SQLAlchemy's wrapper, then asyncpg's error, which carries the state)."""
+    seen: BaseException | None = exc
+    for _depth in range(4):
+        if seen is None:
+            return None
+        state = getattr(seen, "sqlstate", None)
+        if isinstance(state, str):
+            return state if state.startswith("22") else None
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
 
 
 class Base(DeclarativeBase):
@@ -159,9 +178,18 @@ class Database:
             try:
                 yield session
                 await session.commit()
-            except BaseException:
+            except BaseException as exc:
                 await session.rollback()
-                raise
+                state = refused_value_state(exc)
+                if state is None:
+                    raise
+                # The database refused a value of the request (too long, out of range, a NUL
+                # in text): the caller's input, not a failure. Never the value itself: it may
+                # be a secret.
+                log.warning("value_refused_by_database", sqlstate=state)
+                raise ProblemError(
+                    ErrorCode.VALIDATION_001, "A value in this request cannot be stored"
+                ) from exc
 
     async def ping(self) -> None:
         async with self.unit_of_work_lock(), self.engine.connect() as connection:

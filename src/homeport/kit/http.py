@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from ipaddress import ip_address, ip_network
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,9 +28,12 @@ async def send_problem(
     path: str,
     headers: dict[str, str] | None = None,
     status: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     status = status or code.status
-    body = json.dumps(problem_body(code, detail, trace_id, instance=path, status=status)).encode()
+    body = json.dumps(
+        problem_body(code, detail, trace_id, instance=path, status=status, extra=extra)
+    ).encode()
     raw_headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
@@ -139,6 +143,45 @@ class BodyLimitMiddleware:
 
 class _TooLarge(Exception):
     pass
+
+
+class NulGuardMiddleware:
+    """Refuses a NUL character in the path or in a query parameter with 400 naming it: no
+    identifier or parameter holds one, and PostgreSQL refuses text with one (a 500 otherwise,
+    where SQLite would have answered a 404)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            parameter = nul_parameter(scope)
+            if parameter is not None:
+                trace_id = scope.get("state", {}).get("trace_id", "")
+                detail = f"{parameter} holds a NUL character"
+                await send_problem(
+                    send,
+                    ErrorCode.VALIDATION_004,
+                    detail,
+                    trace_id,
+                    scope["path"].replace("\x00", ""),
+                    extra={"parameter": parameter},
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+def nul_parameter(scope: Scope) -> str | None:
+    """``path``, or the name of the first query parameter holding a NUL; None when none does."""
+    if "\x00" in scope["path"]:
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" not in query and b"\x00" not in query:  # the common case costs two scans
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            return name.replace("\x00", "") or "query"
+    return None
 
 
 Identify = Callable[[Scope], Awaitable[tuple[str, str]]]

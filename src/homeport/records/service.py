@@ -218,10 +218,14 @@ class RecordService:
     def _item(self, collection: Collection, operation: BatchOperation, author: Author) -> BatchItem:
         data = operation.data
         record_id = operation.id
-        if operation.op == "create":
-            given = (data or {}).get(collection.id_field)
-            # A non-string id in the data is refused by the push path ("id differs").
-            record_id = record_id or (given if isinstance(given, str) else None) or new_id()
+        if (
+            operation.op == "create"
+            and record_id is None
+            and collection.id_field not in (data or {})
+        ):
+            record_id = new_id()
+        # An id given in the data is left to the push path, which takes it from there and
+        # refuses one that is not a string, is empty or is too long.
         condition = WriteCondition(
             create_only=operation.op == "create",
             must_exist=operation.op != "create",

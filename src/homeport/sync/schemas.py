@@ -26,7 +26,9 @@ FieldName = Annotated[
 ]
 Rule = Annotated[str, StringConstraints(max_length=40), AfterValidator(parse_rule)]
 Policy = Annotated[str, StringConstraints(max_length=20), AfterValidator(normalise_policy)]
-RecordId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# The records tables' id columns are this long (PostgreSQL refuses longer values).
+RECORD_ID_MAX_LENGTH = 200
+RecordId = Annotated[str, StringConstraints(min_length=1, max_length=RECORD_ID_MAX_LENGTH)]
 # The records REST API options: each names a top-level property of the collection's schema.
 RECORD_OPTIONS = ("sortable", "indexes", "searchable", "facets")
 FieldList = Annotated[list[FieldName], Field(max_length=64)]
@@ -132,7 +134,7 @@ class CollectionList(BaseModel):
 
 class PushChange(BaseModel):
     collection: str = Field(max_length=63)
-    id: str | None = Field(default=None, max_length=200)
+    id: str | None = Field(default=None, max_length=RECORD_ID_MAX_LENGTH)
     op: str = "upsert"
     data: dict[str, Any] | None = None
     base_version: int | None = Field(default=None, ge=0)

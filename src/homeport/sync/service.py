@@ -26,7 +26,7 @@ from homeport.sync.cursor import START, CursorError, FeedPoint, decode_cursor, e
 from homeport.sync.policies import Current, Mutation, Op, Outcome, Result, decide
 from homeport.sync.repository import FeedRow, SyncRepository
 from homeport.sync.rules import Reach, Writer, may_write, read_reach
-from homeport.sync.schemas import PushChange
+from homeport.sync.schemas import RECORD_ID_MAX_LENGTH, PushChange
 from homeport.sync.validation import validator_for
 
 PUSH_KEYS = {"idempotency_key", "device_id", "mode", "changes"}
@@ -425,9 +425,17 @@ class SyncService:
                 )
                 return
         if not record_id:
+            named = "`id`" if collection.id_field == "id" else f"`id` or `{collection.id_field}`"
             item.error = (
                 "SYNC_002",
-                f"Missing record id (give `id` or `{collection.id_field}` as a string)",
+                f"Missing record id (give {named} as a non-empty string)",
+                [collection.id_field],
+            )
+            return
+        if len(record_id) > RECORD_ID_MAX_LENGTH or "\x00" in record_id:
+            item.error = (
+                "SYNC_001",
+                f"A record id is at most {RECORD_ID_MAX_LENGTH} characters, none of them NUL",
                 [collection.id_field],
             )
             return

@@ -12,7 +12,10 @@ from homeport.auth.schemas import StrictModel
 Sha256Hex = Annotated[
     str, StringConstraints(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")
 ]
-Filename = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+# No control characters: a filename goes into Content-Disposition and into text columns.
+Filename = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 MimeType = Annotated[
     str,
     StringConstraints(max_length=127, pattern=r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+(;.*)?$"),

@@ -77,6 +77,10 @@ def parse_metadata(header: str | None) -> dict[str, str]:
             raise ProblemError(
                 ErrorCode.UPLOAD_001, f"Upload-Metadata value of {key!r} is not base64 UTF-8"
             ) from exc
+        if "\x00" in value:  # stored as text, which PostgreSQL refuses to hold a NUL in
+            raise ProblemError(
+                ErrorCode.UPLOAD_001, f"Upload-Metadata value of {key!r} holds a NUL character"
+            )
         metadata[key] = value
     return metadata
 
@@ -131,6 +135,10 @@ class TusUploads:
         if mime_type is not None and ("/" not in mime_type or len(mime_type) > 127):
             raise ProblemError(ErrorCode.UPLOAD_001, "The filetype metadata is not a media type")
         filename = (_first(metadata, _FILENAME_KEYS) or "upload")[:255]
+        if not filename.isprintable():
+            raise ProblemError(
+                ErrorCode.UPLOAD_001, "The filename metadata holds control characters"
+            )
         upload = self.service.new_session(
             principal,
             protocol=PROTOCOL,
