@@ -26,39 +26,35 @@ import hashlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from bench import lean_http
 from bench.server import Server, free_port, init_tenant, running_server
 from bench.w5_uploads import (
     EMAIL,
     MIB,
     PASSWORD,
     TUS_HEADERS,
+    Finished,
+    Measured,
     Payload,
+    Run,
     _check,
     _login,
     _remove,
-    cpu_seconds,
+    lean_clients,
     stored_bytes,
-    tus_create,
-    tus_patches,
     tus_resume,
     tus_upload,
 )
 
 PEER_DIR = Path(__file__).with_name("peer_tus")
 PEER_ENDPOINT = "/files"
-
-NewClient = Callable[[], httpx.AsyncClient]
 
 
 @contextmanager
@@ -89,77 +85,24 @@ def running_peer() -> Iterator[tuple[str, int, Path]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-async def peer_upload(client: httpx.AsyncClient, payload: Payload, name: str) -> str:
-    """The upload's URL, once its last PATCH is answered."""
-    url = await tus_create(client, payload, name, PEER_ENDPOINT)
-    last = await tus_patches(client, payload, url, 0)
-    assert last is not None
-    assert int(last.headers["Upload-Offset"]) == len(payload.data)
-    return url
+def peer_finished(payload: Payload) -> Finished:
+    """The peer's upload is known by its URL, once its last PATCH took the whole file."""
 
-
-async def peer_resume(new_client: NewClient, payload: Payload, name: str) -> str:
-    half = (payload.count // 2) * payload.chunk_size
-    async with new_client() as first:
-        url = await tus_create(first, payload, name, PEER_ENDPOINT)
-        await tus_patches(first, payload, url, 0, stop=half)
-    async with new_client() as second:
-        head = _check(await second.head(url, headers=TUS_HEADERS), 200)
-        assert int(head.headers["Upload-Offset"]) == half, head.headers
-        last = await tus_patches(second, payload, url, half)
+    def finished(url: str, last: httpx.Response | None) -> str:
         assert last is not None
         assert int(last.headers["Upload-Offset"]) == len(payload.data)
         return url
 
-
-def _lean(base_url: str, headers: dict[str, str]) -> NewClient:
-    # Typed as httpx's: it has the part of its interface the workload uses.
-    return lambda: lean_http.Client(base_url, headers)  # type: ignore[return-value]
-
-
-class Side:
-    """One of the two servers: how to upload to it, whose CPU to read, how to clean up."""
-
-    def __init__(
-        self,
-        pid: int,
-        directory: Path,
-        upload: Callable[[Payload, str], Awaitable[str]],
-        remove: Callable[[str, Payload, int], Awaitable[None]],
-    ) -> None:
-        self.pid = pid
-        self.directory = directory
-        self.upload = upload
-        self.remove = remove
-        self.rates: list[float] = []
-        self.cpu: list[float] = []
-
-    async def run_once(self, size: int, chunk_size: int, name: str) -> None:
-        payload = Payload.random(size, chunk_size)
-        keep = stored_bytes(self.directory)
-        os.sync()
-        cpu_before = cpu_seconds(self.pid)
-        started = time.perf_counter()
-        handle = await self.upload(payload, name)
-        self.rates.append(size / MIB / (time.perf_counter() - started))
-        self.cpu.append((cpu_seconds(self.pid) - cpu_before) * 1000 / (size / MIB))
-        await self.remove(handle, payload, keep)
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "mib_per_s": round(statistics.median(self.rates), 1),
-            "runs": [round(rate, 1) for rate in self.rates],
-            "server_cpu_ms_per_mib": round(statistics.median(self.cpu), 2),
-        }
+    return finished
 
 
 async def _compare(
     homeport: Server, peer: tuple[str, int, Path], size: int, chunk_size: int, runs: int
 ) -> dict[str, object]:
     token = await _login(homeport.base_url)
-    ours = _lean(homeport.base_url, {"Authorization": f"Bearer {token}"})
+    ours = lean_clients(homeport.base_url, {"Authorization": f"Bearer {token}"})
     peer_url, peer_pid, peer_dir = peer
-    theirs = _lean(peer_url, {})
+    theirs = lean_clients(peer_url, {})
     results: dict[str, object] = {}
     async with ours() as our_client, theirs() as their_client:
 
@@ -175,28 +118,34 @@ async def _compare(
                 raise RuntimeError("the peer kept the bytes of a terminated upload")
 
         label = f"{chunk_size / MIB:g}MiB"
-        cases = {
+        cases: dict[str, tuple[Run, Run]] = {
             f"tus_{label}": (
                 lambda payload, name: tus_upload(our_client, payload, name),
-                lambda payload, name: peer_upload(their_client, payload, name),
+                lambda payload, name: tus_upload(
+                    their_client, payload, name, PEER_ENDPOINT, peer_finished(payload)
+                ),
             ),
             f"tus_resume_{label}": (
                 lambda payload, name: tus_resume(ours, payload, name),
-                lambda payload, name: peer_resume(theirs, payload, name),
+                lambda payload, name: tus_resume(
+                    theirs, payload, name, PEER_ENDPOINT, peer_finished(payload)
+                ),
             ),
         }
         # One unmeasured upload each warms both (imports, JIT, SQLite pages).
-        await tus_upload(our_client, Payload.random(2 * MIB, MIB), "warm.bin")
-        await peer_upload(their_client, Payload.random(2 * MIB, MIB), "warm.bin")
+        for warm in cases[f"tus_{label}"]:
+            await warm(Payload.random(2 * MIB, MIB), "warm.bin")
         for case, (our_run, their_run) in cases.items():
-            homeport_side = Side(homeport.pid, homeport.data_dir / "files", our_run, remove_ours)
-            peer_side = Side(peer_pid, peer_dir, their_run, remove_theirs)
+            ours_measured = Measured(
+                homeport.pid, homeport.data_dir / "files", our_run, remove_ours
+            )
+            theirs_measured = Measured(peer_pid, peer_dir, their_run, remove_theirs)
             for number in range(runs):
                 # Alternating which goes first, so neither always follows the other's writes.
-                order = [homeport_side, peer_side]
+                order = [ours_measured, theirs_measured]
                 for side in order if number % 2 == 0 else reversed(order):
-                    await side.run_once(size, chunk_size, f"{case}-{number}.bin")
-            results[case] = {"homeport": homeport_side.summary(), "peer": peer_side.summary()}
+                    await side.run_once(Payload.random(size, chunk_size), f"{case}-{number}.bin")
+            results[case] = {"homeport": ours_measured.summary(), "peer": theirs_measured.summary()}
     return results
 
 

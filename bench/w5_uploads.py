@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -188,41 +188,57 @@ async def tus_patches(
     return last
 
 
-def _finished(last: httpx.Response | None) -> str:
+# What a finished tus upload is known by, from its URL and its last PATCH's answer.
+Finished = Callable[[str, httpx.Response | None], str]
+
+
+def homeport_file_id(url: str, last: httpx.Response | None) -> str:
     """The finished file's id, from the last PATCH's answer."""
     assert last is not None
     assert "Homeport-File-Id" in last.headers, last.headers
     return str(last.headers["Homeport-File-Id"])
 
 
-async def tus_upload(client: httpx.AsyncClient, payload: Payload, name: str) -> str:
-    url = await tus_create(client, payload, name)
-    return _finished(await tus_patches(client, payload, url, 0))
+async def tus_upload(
+    client: httpx.AsyncClient,
+    payload: Payload,
+    name: str,
+    endpoint: str = "/api/v1/tus/",
+    finished: Finished = homeport_file_id,
+) -> str:
+    url = await tus_create(client, payload, name, endpoint)
+    return finished(url, await tus_patches(client, payload, url, 0))
 
 
 async def tus_resume(
-    new_client: Callable[[], httpx.AsyncClient], payload: Payload, name: str
+    new_client: Callable[[], httpx.AsyncClient],
+    payload: Payload,
+    name: str,
+    endpoint: str = "/api/v1/tus/",
+    finished: Finished = homeport_file_id,
 ) -> str:
     half = (payload.count // 2) * payload.chunk_size
     async with new_client() as first:
-        url = await tus_create(first, payload, name)
+        url = await tus_create(first, payload, name, endpoint)
         await tus_patches(first, payload, url, 0, stop=half)
     async with new_client() as second:
         head = _check(await second.head(url, headers=TUS_HEADERS), 200)
         offset = int(head.headers["Upload-Offset"])
         assert offset == half, (offset, half)
-        return _finished(await tus_patches(second, payload, url, offset))
+        return finished(url, await tus_patches(second, payload, url, offset))
 
 
 # Measuring
 
 
+def lean_clients(base_url: str, headers: dict[str, str]) -> Callable[[], httpx.AsyncClient]:
+    # Typed as httpx's: it has the part of its interface the workload uses.
+    return lambda: lean_http.Client(base_url, headers)  # type: ignore[return-value]
+
+
 def _client_factory(base_url: str, token: str, kind: str) -> Callable[[], httpx.AsyncClient]:
     if kind == "lean":
-        # Typed as httpx's: it has the part of its interface the workload uses.
-        return lambda: lean_http.Client(  # type: ignore[return-value]
-            base_url, {"Authorization": f"Bearer {token}"}
-        )
+        return lean_clients(base_url, {"Authorization": f"Bearer {token}"})
     # Built once: a TLS context per client (unused on http://) would cost the resume case
     # milliseconds of client-side certificate loading.
     tls = ssl.create_default_context()
@@ -270,35 +286,68 @@ async def _remove(client: httpx.AsyncClient, file_id: str, storage_dir: Path, ke
         await asyncio.sleep(0.1)
 
 
+# Uploads a payload under a name; returns what the upload is known by (a file id, a URL).
+Run = Callable[[Payload, str], Awaitable[str]]
+# Removes a measured run's upload (its handle, its payload, the stored bytes to go back to).
+Remove = Callable[[str, Payload, int], Awaitable[None]]
+
+
 async def _measure(
-    run: Callable[[Payload, str], Awaitable[str]],
+    run: Run,
     size: int,
     chunk_size: int,
     runs: int,
     tag: str,
     server: Server,
     client: httpx.AsyncClient,
-) -> tuple[list[float], list[float]]:
-    rates, cpu = [], []
+) -> Measured:
     storage_dir = server.data_dir / "files"
-    for number in range(runs):
-        payload = Payload.random(size, chunk_size)
-        # Every run starts from the same storage and page cache: the last run's file is deleted
-        # (through the API, its job removing the bytes) and the dirty pages are written back.
-        # Otherwise the figure depends on the run's place in the sequence, not on the server:
-        # on the 2-core VM, with ~200 MB dirty, writes fall into the kernel's writer
-        # throttling (from GB/s to the disk's ~390 MiB/s), and past ~600 MB of new files the
-        # kernel's cost per written page rises fourfold (the server's system CPU time per
-        # 32 MiB upload from ~30 to ~120 ms, its user time unchanged).
-        keep = stored_bytes(storage_dir)
-        os.sync()
-        cpu_before = cpu_seconds(server.pid)
-        started = time.perf_counter()
-        file_id = await run(payload, f"{tag}-{number}.bin")
-        rates.append(size / MIB / (time.perf_counter() - started))
-        cpu.append((cpu_seconds(server.pid) - cpu_before) * 1000 / (size / MIB))
+
+    async def remove(file_id: str, _payload: Payload, keep: int) -> None:
         await _remove(client, file_id, storage_dir, keep)
-    return rates, cpu
+
+    measured = Measured(server.pid, storage_dir, run, remove)
+    for number in range(runs):
+        await measured.run_once(Payload.random(size, chunk_size), f"{tag}-{number}.bin")
+    return measured
+
+
+@dataclass
+class Measured:
+    """The runs of one case on one server (its process, its storage directory): MiB/s and the
+    server's CPU ms per MiB."""
+
+    pid: int
+    storage_dir: Path
+    run: Run
+    remove: Remove
+    rates: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    async def run_once(self, payload: Payload, name: str) -> None:
+        # Every run starts from the same storage and page cache: the last run's file is deleted
+        # (its bytes awaited gone) and the dirty pages are written back. Otherwise the figure
+        # depends on the run's place in the sequence, not on the server: on the 2-core VM, with
+        # ~200 MB dirty, writes fall into the kernel's writer throttling (from GB/s to the
+        # disk's ~390 MiB/s), and past ~600 MB of new files the kernel's cost per written page
+        # rises fourfold (the server's system CPU time per 32 MiB upload from ~30 to ~120 ms,
+        # its user time unchanged).
+        size = len(payload.data)
+        keep = stored_bytes(self.storage_dir)
+        os.sync()
+        cpu_before = cpu_seconds(self.pid)
+        started = time.perf_counter()
+        handle = await self.run(payload, name)
+        self.rates.append(size / MIB / (time.perf_counter() - started))
+        self.cpu.append((cpu_seconds(self.pid) - cpu_before) * 1000 / (size / MIB))
+        await self.remove(handle, payload, keep)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "mib_per_s": round(statistics.median(self.rates), 1),
+            "runs": [round(rate, 1) for rate in self.rates],
+            "server_cpu_ms_per_mib": round(statistics.median(self.cpu), 2),
+        }
 
 
 async def _all(
@@ -316,7 +365,7 @@ async def _all(
         await rest_upload(client, Payload.random(2 * MIB, MIB), "warm.bin")
         for chunk_size in chunk_sizes:
             label = f"{chunk_size // MIB}MiB"
-            cases: dict[str, Callable[[Payload, str], Awaitable[str]]] = {
+            cases: dict[str, Run] = {
                 f"rest_{label}": lambda payload, name: rest_upload(client, payload, name),
                 f"tus_{label}": lambda payload, name: tus_upload(client, payload, name),
                 f"rest_resume_{label}": lambda payload, name: rest_resume(
@@ -327,12 +376,8 @@ async def _all(
             for case, run in cases.items():
                 if only and only not in case:
                     continue
-                rates, cpu = await _measure(run, size, chunk_size, runs, case, server, client)
-                results[case] = {
-                    "mib_per_s": round(statistics.median(rates), 1),
-                    "runs": [round(rate, 1) for rate in rates],
-                    "server_cpu_ms_per_mib": round(statistics.median(cpu), 2),
-                }
+                measured = await _measure(run, size, chunk_size, runs, case, server, client)
+                results[case] = measured.summary()
     return results
 
 
