@@ -314,3 +314,26 @@ async def test_decompression_bombs_and_corrupt_images_are_refused(harness: Harne
     corrupt = await owner.finalize(str(upload["upload_id"]))
     assert corrupt.status_code == 422
     assert corrupt.json()["code"] == "UPLOAD_008"
+
+
+async def test_an_inline_image_name_follows_the_upload_filename_rules(harness: Harness) -> None:
+    """The same file name rule as uploads: no control characters (a NUL was stored on SQLite
+    and refused by PostgreSQL)."""
+    owner = await make_uploader(harness)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(buffer, "PNG")
+    image = base64.b64encode(buffer.getvalue()).decode()
+    for filename in ("a\x00.png", "a\n.png"):
+        refused = await harness.client.post(
+            "/api/v1/files/images",
+            json={"image": image, "filename": filename},
+            headers=owner.headers,
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == "VALIDATION_001"
+        assert refused.json()["errors"][0]["field"] == "filename"
+    accepted = await harness.client.post(
+        "/api/v1/files/images", json={"image": image, "filename": "blå.png"}, headers=owner.headers
+    )
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["filename"] == "blå.png"

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
 from homeport.auth.schemas import StrictModel
+
+# No control characters: a file name goes into Content-Disposition and into text columns
+# (PostgreSQL refuses a NUL in text).
+FILENAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+FILENAME_MAX_LENGTH = 255
+Filename = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=FILENAME_MAX_LENGTH, pattern=FILENAME_PATTERN),
+]
+
+
+def is_filename(name: str) -> bool:
+    """Whether ``name`` is a valid :data:`Filename` (for names that arrive outside a body, as
+    tus metadata)."""
+    return len(name) <= FILENAME_MAX_LENGTH and re.fullmatch(FILENAME_PATTERN, name) is not None
 
 
 class VariantOut(BaseModel):
@@ -52,5 +68,5 @@ class InlineImage(StrictModel):
     image: Annotated[str, StringConstraints(min_length=1)] = Field(
         description="A data URL (data:image/jpeg;base64,...) or bare base64."
     )
-    filename: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    filename: Filename | None = None
     access: Literal["owner", "tenant"] = "owner"

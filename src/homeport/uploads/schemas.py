@@ -8,13 +8,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from homeport.auth.schemas import StrictModel
+from homeport.files.schemas import Filename
 
 Sha256Hex = Annotated[
     str, StringConstraints(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")
-]
-# No control characters: a filename goes into Content-Disposition and into text columns.
-Filename = Annotated[
-    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
 MimeType = Annotated[
     str,

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 
 from homeport.auth.principal import Principal
+from homeport.files.schemas import FILENAME_MAX_LENGTH, is_filename
 from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError, not_found
@@ -134,8 +135,8 @@ class TusUploads:
         mime_type = _first(metadata, _TYPE_KEYS)
         if mime_type is not None and ("/" not in mime_type or len(mime_type) > 127):
             raise ProblemError(ErrorCode.UPLOAD_001, "The filetype metadata is not a media type")
-        filename = (_first(metadata, _FILENAME_KEYS) or "upload")[:255]
-        if not filename.isprintable():
+        filename = (_first(metadata, _FILENAME_KEYS) or "upload")[:FILENAME_MAX_LENGTH]
+        if not is_filename(filename):
             raise ProblemError(
                 ErrorCode.UPLOAD_001, "The filename metadata holds control characters"
             )
