@@ -157,3 +157,36 @@ async def test_last_used_is_recorded(database_url: str, tmp_path: Path) -> None:
     finally:
         await stop_harness(running, lifespan)
     assert listed.json()["api_keys"][0]["last_used_at"] is not None
+
+
+async def test_bad_key_input_is_refused_and_stores_nothing(harness: Harness) -> None:
+    tenant = await harness.create_tenant("acme")
+    owner = await harness.owner_headers(tenant)
+    refusals = [
+        ({"expires_at": "2099-01-01T00:00:00"}, "expires_at"),  # no time zone
+        ({"expires_at": "2099-01-01"}, "expires_at"),
+        ({"expires_at": "9999-12-31T23:59:59-01:00"}, "expires_at"),  # past year 9999 in UTC
+        ({"name": "erp\u0000"}, "name"),  # PostgreSQL cannot store it, SQLite would
+        ({"name": "two\nlines"}, "name"),
+        ({"scopes": ["tenant:read", "x" * 65]}, "scopes.1"),
+    ]
+    for body, field in refusals:
+        response = await _create(harness, owner, **body)
+        assert response.status_code == 422, (body, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "VALIDATION_001"
+        assert field in {error["field"] for error in response.json()["errors"]}
+    # A lone surrogate (no UTF-8 for it) as a scope.
+    raw = b'{"name": "erp", "scopes": ["\\ud800"]}'
+    unknown = await harness.client.post(
+        "/api/v1/api-keys", content=raw, headers={**owner, "Content-Type": "application/json"}
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["code"] == "VALIDATION_001"
+    assert unknown.json()["errors"][0]["field"] == "scopes.0"
+    listed = await harness.client.get("/api/v1/api-keys", headers=owner)
+    assert listed.json()["api_keys"] == []
+    # With an offset, the moment is kept in UTC.
+    created = await _create(harness, owner, expires_at="2099-01-01T02:00:00+02:00")
+    assert created.status_code == 201
+    assert created.json()["expires_at"].startswith("2099-01-01T00:00:00")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import jwt
 import pytest
 from sqlalchemy import select, update
@@ -238,3 +240,26 @@ async def test_invalid_login_bodies_name_the_field(
     assert response.status_code == 422
     assert response.json()["code"] == "VALIDATION_001"
     assert response.json()["errors"]
+
+
+async def test_logins_of_one_device_at_once_leave_one_live_session(harness: Harness) -> None:
+    # On PostgreSQL the logins overlap; each must end the session the one before it made.
+    tenant = await harness.create_tenant("acme")
+    body = {"email": tenant.owner_email, "password": tenant.owner_password, "device_id": "phone"}
+    for round_ in range(3):
+        answers = await asyncio.gather(
+            *(harness.client.post("/api/v1/auth/login", json=body) for _ in range(10))
+        )
+        assert [answer.status_code for answer in answers] == [200] * 10
+        headers = await harness.login_headers(tenant.owner_email, tenant.owner_password, "tablet")
+        listed = (await harness.client.get("/api/v1/auth/sessions", headers=headers)).json()
+        phones = [s["id"] for s in listed["sessions"] if s["device_id"] == "phone"]
+        assert len(phones) == 1, (round_, phones)
+        # The live one is one of these logins' sessions; the others' tokens are refused.
+        assert phones[0] in {answer.json()["session_id"] for answer in answers}
+        for answer in answers:
+            tokens = answer.json()
+            me = await harness.client.get(
+                "/api/v1/auth/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+            )
+            assert me.status_code == (200 if tokens["session_id"] == phones[0] else 401)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from homeport.kit.errors import ErrorCode
+from homeport.kit.problems import ProblemResponse
 from tests.conftest import Harness, make_settings, start_harness, stop_harness
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code", "trace_id"}
@@ -80,17 +83,30 @@ async def test_malformed_json_is_a_validation_problem(harness: Harness) -> None:
 async def test_oversized_body_is_413(database_url: str, tmp_path: Path) -> None:
     settings = make_settings(database_url, tmp_path / "d", max_request_body_bytes=1024)
     running, lifespan = await start_harness(settings)
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b'{"email": "'
+        for _ in range(8):
+            yield b"a" * 512
+        yield b'"}'
+
     try:
-        response = await running.client.post(
+        declared = await running.client.post(
             "/api/v1/auth/login",
             content=b'{"email": "' + b"a" * 4096 + b'"}',
             headers={"Content-Type": "application/json"},
         )
+        # No length given: the limit trips while the body parser reads; still a 413.
+        streamed = await running.client.post(
+            "/api/v1/auth/login", content=chunked(), headers={"Content-Type": "application/json"}
+        )
     finally:
         await stop_harness(running, lifespan)
-    assert response.status_code == 413
-    assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
-    assert response.headers["content-type"] == "application/problem+json"
+    assert "content-length" not in streamed.request.headers
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
+        assert response.headers["content-type"] == "application/problem+json"
 
 
 async def test_unexpected_errors_leak_nothing(database_url: str, tmp_path: Path) -> None:
@@ -112,3 +128,10 @@ async def test_unexpected_errors_leak_nothing(database_url: str, tmp_path: Path)
     assert "Traceback" not in response.text
     assert "RuntimeError" not in response.text
     assert body["trace_id"] == response.headers["X-Trace-Id"]
+
+
+def test_a_problem_naming_a_lone_surrogate_is_still_sent() -> None:
+    # A detail may repeat the request's text; a lone surrogate there has no UTF-8.
+    response = ProblemResponse({"detail": "unknown scope '\ud800'"}, status_code=422)
+    assert json.loads(response.body) == {"detail": "unknown scope '\ud800'"}
+    assert b"\\ud800" in response.body

@@ -7,7 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from homeport.records.query import parse_list_query
+from homeport.records.repository import RecordRepository
 from tests.conftest import Harness
 from tests.sync.conftest import Device, World
 from tests.sync.conftest import world as world  # the fixture, shared with the sync tests
@@ -78,3 +82,28 @@ async def rest(world: World) -> Rest:
         indexes=["status", "priority"],
     )
     return Rest(world)
+
+
+async def list_plan(
+    session: AsyncSession, tenant_id: str, collection: str, parameters: list[tuple[str, str]]
+) -> str:
+    """The database's plan for the records list query of ``parameters`` (EXPLAIN)."""
+    repository = RecordRepository(session)
+    declared = await repository.get_collection(tenant_id, collection)
+    assert declared is not None
+    query = parse_list_query(parameters, declared, default_limit=50, max_limit=1000)
+    statement = repository.list_query(
+        tenant_id,
+        collection,
+        query,
+        owner_id=None,
+        after=None,
+        ranked=None,
+        indexed=declared.indexes,
+    )
+    compiled = statement.compile(
+        dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
+    )
+    explain = "EXPLAIN" if session.get_bind().dialect.name == "postgresql" else "EXPLAIN QUERY PLAN"
+    rows = (await session.execute(text(f"{explain} {compiled}"))).all()
+    return "\n".join(str(row[-1]) for row in rows)

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from homeport.records.indexes import index_name
 from homeport.sync.manifest import ManifestError, parse_manifest
-from tests.records.conftest import ORDERS_SCHEMA, Rest
+from tests.records.conftest import ORDERS_SCHEMA, Rest, list_plan
 
 OPTIONS = ("sortable", "indexes", "searchable", "facets")
 
@@ -91,8 +91,6 @@ def test_the_manifest_accepts_and_checks_the_options() -> None:
 
 async def test_declared_indexes_exist_and_serve_the_filter(rest: Rest) -> None:
     """The expression index is built on declare, and the planner uses it for a filter."""
-    from homeport.records.query import parse_list_query
-    from homeport.records.repository import RecordRepository
 
     for start in (0, 1000):
         operations = [
@@ -116,29 +114,12 @@ async def test_declared_indexes_exist_and_serve_the_filter(rest: Rest) -> None:
             else "SELECT name FROM sqlite_master WHERE type = 'index'"
         )
         names = set((await session.execute(text(names_query))).scalars())
-        assert {index_name("status"), index_name("priority")} <= names
-        repository = RecordRepository(session)
-        collection = await repository.get_collection(rest.world.tenant.id, "orders")
-        assert collection is not None
-        query = parse_list_query(
-            [("filter[status]", "s7")], collection, default_limit=50, max_limit=1000
-        )
-        statement = repository.list_query(
-            rest.world.tenant.id,
-            "orders",
-            query,
-            owner_id=None,
-            after=None,
-            ranked=None,
-            indexed=collection.indexes,
-        )
-        compiled = statement.compile(
-            dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
-        )
+        tenant_id = rest.world.tenant.id
+        assert {
+            index_name(tenant_id, "orders", "status"),
+            index_name(tenant_id, "orders", "priority"),
+        } <= names
         if postgres:
             await session.execute(text("SET LOCAL enable_seqscan = off"))
-            plan = "\n".join((await session.execute(text(f"EXPLAIN {compiled}"))).scalars())
-        else:
-            rows = (await session.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))).all()
-            plan = "\n".join(str(row[-1]) for row in rows)
-        assert index_name("status") in plan, plan
+        plan = await list_plan(session, tenant_id, "orders", [("filter[status]", "s7")])
+        assert index_name(tenant_id, "orders", "status") in plan, plan

@@ -192,3 +192,45 @@ async def test_existing_person_joins_a_second_tenant_without_invitation(harness:
     assert joined.status_code == 201
     assert joined.json()["invitation"] is None
     assert joined.json()["activated"] is True
+
+
+async def test_names_and_addresses_are_checked_alike_on_every_database(harness: Harness) -> None:
+    # SQLite would store a NUL that PostgreSQL refuses; control and invisible characters
+    # would make look-alike accounts. Every one is a 422 naming the field, and nothing is kept.
+    admin = await _platform_admin(harness)
+    tenant_bodies = [
+        ({"slug": "nul", "name": "Acme\u0000"}, "name"),
+        ({"slug": "tab", "name": "Ac\tme"}, "name"),
+        ({"slug": "mail", "name": "Acme", "owner_email": "boss\n@acme.example.com"}, "owner_email"),
+    ]
+    for body, field in tenant_bodies:
+        refused = await harness.client.post("/api/v1/tenants", json=body, headers=admin)
+        assert refused.status_code == 422, (body, refused.text)
+        assert [error["field"] for error in refused.json()["errors"]] == [field]
+    listed = (await harness.client.get("/api/v1/tenants", headers=admin)).json()["tenants"]
+    assert [t["slug"] for t in listed] == ["platform"]
+    tenant = await harness.create_tenant("acme")
+    owner = await harness.owner_headers(tenant)
+    base = f"/api/v1/tenants/{tenant.id}/members"
+    member_bodies = [
+        {"email": "a\u200b@acme.example.com"},
+        {"email": "a@acme..example.com"},
+        {"email": "<script>@acme.example.com"},
+        {"email": "a\u0000@acme.example.com"},
+        {"email": "ok@acme.example.com", "display_name": "Jo\u0000"},
+        {"email": "ok@acme.example.com", "display_name": "Jo\r\nBcc: x"},
+    ]
+    for body in member_bodies:
+        refused = await harness.client.post(base, json={**body, "role": "member"}, headers=owner)
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.json()["code"] == "VALIDATION_001"
+    members = (await harness.client.get(base, headers=owner)).json()["members"]
+    assert [m["email"] for m in members] == [tenant.owner_email]
+    # Any script, and emoji, are names.
+    added = await harness.client.post(
+        base,
+        json={"email": "jo@acme.example.com", "display_name": "👩‍🔧 Jo 東京", "role": "member"},
+        headers=owner,
+    )
+    assert added.status_code == 201, added.text
+    assert added.json()["display_name"] == "👩‍🔧 Jo 東京"

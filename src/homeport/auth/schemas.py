@@ -8,16 +8,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from homeport.kit.text import UtcDatetime, email_address, plain_text
 
-def normalise_email(value: str) -> str:
-    value = value.strip().lower()
-    local, sep, domain = value.partition("@")
-    if not sep or not local or "." not in domain or " " in value or len(value) > 254:
-        raise ValueError("not a valid email address")
-    return value
-
-
-Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(normalise_email)]
+Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(email_address)]
+# A name a person gives (an API key's, a tenant's, their own): one line of text.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(plain_text)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 DeviceId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
@@ -92,10 +87,15 @@ def _check_network(value: str) -> str:
 Network = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_network)]
 
 
+Scope = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class ApiKeyCreate(StrictModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    scopes: Annotated[list[str], Field(min_length=1, max_length=32)]
-    expires_at: datetime | None = None
+    name: Name
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=32)]
+    expires_at: UtcDatetime | None = Field(
+        default=None, description="When the key stops working; with a time zone (`Z` or an offset)."
+    )
     allowed_ips: Annotated[list[Network], Field(max_length=64)] = Field(default_factory=list)
 
 
@@ -122,7 +122,9 @@ class ApiKeyList(BaseModel):
 class InvitationAccept(StrictModel):
     token: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     password: Password
-    display_name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    display_name: (
+        Annotated[str, StringConstraints(max_length=200), AfterValidator(plain_text)] | None
+    ) = None
 
 
 class InvitationAccepted(BaseModel):

@@ -103,9 +103,12 @@ class AuthService:
         if tenant is None or role is None:
             return await self._refuse(email_key, now)
         await self.repository.clear_throttle(email_key)
+        # One live session per device: logging in again replaces the old one. Logins of one
+        # person queue on their user row (PostgreSQL; SQLite has one writer), so each one
+        # sees, and ends, the session the one before it made.
+        await self.tenants.lock_user(user.id)
         if user.password_hash and self.passwords.needs_rehash(user.password_hash):
             user.password_hash = await self.passwords.hash(password)
-        # One live session per device: logging in again replaces the old one.
         await self.repository.revoke_device_sessions(tenant.id, user.id, device_id, now, "replaced")
         device_session = DeviceSession(
             id=new_id(),

@@ -3,19 +3,62 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from typing import Any
 
 import rfc8785
+
+# A UTF-16 surrogate code point on its own (JSON's "\ud800" escape decodes to one): no UTF-8.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class NotCanonicalizable(ValueError):
     """The document has values JSON cannot carry exactly (integers beyond +-2**53, NaN...)."""
 
 
+class NoUtf8(NotCanonicalizable):
+    """The document holds text with no UTF-8 form (a lone surrogate, in a key or a value)."""
+
+    def __init__(self) -> None:
+        super().__init__("text holds a lone surrogate, which has no UTF-8 form")
+
+
+def has_utf8(text: str) -> bool:
+    """Whether ``text`` can be encoded as UTF-8 (it holds no lone surrogate)."""
+    return text.isascii() or _LONE_SURROGATE.search(text) is None
+
+
+def any_text(document: Any, test: Callable[[str], bool]) -> bool:
+    """Whether ``test`` holds for a string of ``document`` (a key or a value, at any depth)."""
+    stack: list[Any] = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if test(value):
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
+def holds_text_without_utf8(document: Any) -> bool:
+    """Whether a string of ``document`` (a key or a value, at any depth) has no UTF-8 form."""
+    return any_text(document, lambda text: not has_utf8(text))
+
+
 def canonical_json(document: Any) -> bytes:
+    """:class:`NoUtf8` for text without UTF-8, :class:`NotCanonicalizable` for other values
+    JSON cannot carry exactly."""
     try:
         return rfc8785.dumps(document)
-    except rfc8785.CanonicalizationError as exc:
+    except (rfc8785.CanonicalizationError, UnicodeEncodeError) as exc:
+        # The library reports a lone surrogate as either; told apart only on this failure path.
+        if isinstance(exc, UnicodeEncodeError) or holds_text_without_utf8(document):
+            raise NoUtf8() from exc
         raise NotCanonicalizable(str(exc)[:200]) from exc
 
 

@@ -44,18 +44,59 @@ NAMING_CONVENTION = {
 }
 
 
-def refused_value_state(exc: BaseException) -> str | None:
-    """The SQLSTATE when the database refused a value itself (class 22, "data exception":
-    too long, out of range, invalid text), else None. Follows the driver's exception chain
-    (SQLAlchemy's wrapper, then asyncpg's error, which carries the state)."""
+UNIQUE_VIOLATION = "23505"
+
+# SQLite names its constraint errors; the ones that are PostgreSQL's unique_violation.
+_SQLITE_UNIQUE = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+
+
+def database_state(exc: BaseException) -> str | None:
+    """The SQLSTATE of the database error behind ``exc`` (a SQLite unique or primary key
+    violation as PostgreSQL's ``23505``), else None. Follows the driver's exception chain
+    (SQLAlchemy's wrapper, then the driver's error, which carries the state)."""
     seen: BaseException | None = exc
     for _depth in range(4):
         if seen is None:
             return None
         state = getattr(seen, "sqlstate", None)
         if isinstance(state, str):
-            return state if state.startswith("22") else None
+            return state
+        if getattr(seen, "sqlite_errorname", None) in _SQLITE_UNIQUE:
+            return UNIQUE_VIOLATION
         seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
+
+
+def refused_value_state(exc: BaseException) -> str | None:
+    """The SQLSTATE when the database refused a value itself (class 22, "data exception":
+    too long, out of range, invalid text), else None."""
+    state = database_state(exc)
+    return state if state is not None and state.startswith("22") else None
+
+
+# Text with a lone surrogate has no UTF-8: SQLite's driver fails to encode it where
+# PostgreSQL refuses it (class 22). Only a request's text can hold one.
+_NO_UTF8 = "no-utf-8"
+
+
+def _as_problem(exc: BaseException) -> ProblemError | None:
+    """The caller's problem when the database refused the request's data, else None."""
+    state = _NO_UTF8 if isinstance(exc, UnicodeEncodeError) else database_state(exc)
+    if state is None:
+        return None
+    # Never the value itself in the log: it may be a secret.
+    if state == _NO_UTF8 or state.startswith("22"):
+        # Too long, out of range, a NUL in text: the caller's input, not a failure.
+        log.warning("value_refused_by_database", sqlstate=state)
+        return ProblemError(ErrorCode.VALIDATION_001, "A value in this request cannot be stored")
+    if state == UNIQUE_VIOLATION:
+        # Checked before the write, so another request stored the same value meanwhile (two
+        # writers at once on PostgreSQL): what the later one would have been told after it.
+        log.warning("unique_value_taken_meanwhile", sqlstate=state)
+        return ProblemError(
+            ErrorCode.VALIDATION_002,
+            "Already exists: a request at the same moment stored the same value",
+        )
     return None
 
 
@@ -131,6 +172,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         engine = create_async_engine(
             url,
             echo=echo,
+            hide_parameters=True,  # a failed statement's log line shows no value of it
             pool_size=2,
             max_overflow=4,
             async_creator=inline_connector(database, uri=bool(parsed.query.get("uri"))),
@@ -141,6 +183,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     return create_async_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -180,16 +223,10 @@ class Database:
                 await session.commit()
             except BaseException as exc:
                 await session.rollback()
-                state = refused_value_state(exc)
-                if state is None:
+                problem = _as_problem(exc)
+                if problem is None:
                     raise
-                # The database refused a value of the request (too long, out of range, a NUL
-                # in text): the caller's input, not a failure. Never the value itself: it may
-                # be a secret.
-                log.warning("value_refused_by_database", sqlstate=state)
-                raise ProblemError(
-                    ErrorCode.VALIDATION_001, "A value in this request cannot be stored"
-                ) from exc
+                raise problem from exc
 
     async def ping(self) -> None:
         async with self.unit_of_work_lock(), self.engine.connect() as connection:

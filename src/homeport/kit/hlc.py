@@ -6,11 +6,15 @@ compared as strings. The server never trusts a client's wall clock further than 
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 WALL_DIGITS = 13
 COUNTER_DIGITS = 5
 MAX_COUNTER = 10**COUNTER_DIGITS - 1
+# A node is a device id (or ``api-key:<id>``): printable text, so control characters (NUL among
+# them) and lone surrogates (no UTF-8) are refused.
+_NEVER_IN_NODE = {"Cc", "Cs"}
 
 
 class HLCError(ValueError):
@@ -27,6 +31,12 @@ class HLC:
         return f"{self.wall_ms:0{WALL_DIGITS}d}:{self.counter:0{COUNTER_DIGITS}d}:{self.node}"
 
 
+def _ascii_digits(text: str) -> bool:
+    """Whether ``text`` is one or more of the digits 0-9 (``str.isdigit`` also takes "²" and
+    other scripts' digits, which ``int`` reads or refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_hlc(text: str) -> HLC:
     wall, sep1, rest = text.partition(":")
     counter, sep2, node = rest.partition(":")
@@ -35,9 +45,10 @@ def parse_hlc(text: str) -> HLC:
         or not sep2
         or len(wall) != WALL_DIGITS
         or len(counter) != COUNTER_DIGITS
-        or not wall.isdigit()
-        or not counter.isdigit()
+        or not _ascii_digits(wall)
+        or not _ascii_digits(counter)
         or not node
+        or any(unicodedata.category(character) in _NEVER_IN_NODE for character in node)
     ):
         raise HLCError(f"not a hybrid logical clock stamp: {text[:80]!r}")
     return HLC(int(wall), int(counter), node)

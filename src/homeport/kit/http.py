@@ -125,20 +125,41 @@ class BodyLimitMiddleware:
             await send_problem(send, code, detail, trace_id, scope["path"], status=413)
             return
         received = 0
+        too_large = started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > max_bytes:
+                    too_large = True
                     raise _TooLarge
             return message
 
+        async def answer_too_large() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                await send_problem(send, code, detail, trace_id, scope["path"], status=413)
+
+        async def guarded_send(message: Message) -> None:
+            # A body parser that reads the limited body answers its own error (FastAPI: 400,
+            # "error parsing the body"): the answer is the 413 instead.
+            nonlocal started
+            if too_large:
+                await answer_too_large()
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            # With a declared length the server delivers no more than it: only a body of
+            # unknown length (chunked) can pass the limit on the way.
+            await self.app(scope, limited_receive, send if declared is not None else guarded_send)
         except _TooLarge:
-            await send_problem(send, code, detail, trace_id, scope["path"], status=413)
+            await answer_too_large()
 
 
 class _TooLarge(Exception):

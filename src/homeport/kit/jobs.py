@@ -22,11 +22,11 @@ from typing import Any
 
 from croniter import croniter
 from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.kit.clock import utcnow
 from homeport.kit.db import Database
+from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.ids import new_id
 from homeport.kit.logging import get_logger
 from homeport.models.jobs import Job, JobSchedule
@@ -190,9 +190,12 @@ class JobRunner:
         """Create schedule rows for registered cron entries; keep a changed expression."""
         try:
             await self._sync_schedules()
-        except IntegrityError:
-            # Another instance starting at the same time inserted the same rows first; they are
-            # committed and visible now, so a second pass only reconciles them.
+        except ProblemError as exc:
+            # Another instance starting at the same time inserted the same rows first (the
+            # unit of work reports the unique violation as VALIDATION_002); they are committed
+            # and visible now, so a second pass only reconciles them.
+            if exc.code is not ErrorCode.VALIDATION_002:
+                raise
             await self._sync_schedules()
 
     async def _sync_schedules(self) -> None:

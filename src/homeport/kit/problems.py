@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -29,6 +30,14 @@ _STATUS_CODES = {
 
 class ProblemResponse(JSONResponse):
     media_type = PROBLEM_CONTENT_TYPE
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            # A detail that repeats the request's text can hold a lone surrogate, which has no
+            # UTF-8: escaped (``\ud800``), as JSON allows, instead of failing the answer.
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
 class FieldError(BaseModel):

@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 import time
+import traceback
 from collections import deque
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, status
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, StrictInt
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from homeport.auth.dependencies import PrincipalDep
@@ -23,6 +25,7 @@ from homeport.kit.broker import take_after_commit
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.jobs import ENQUEUED_FLAG
+from homeport.kit.logging import get_logger
 from homeport.kit.problems import responses
 from homeport.realtime import protocol
 from homeport.realtime.hub import Connection, Hub
@@ -30,12 +33,33 @@ from homeport.realtime.inbox import InboxRepository, enqueue_inbox
 from homeport.state import AppState, SessionDep, StateDep, after_commit
 from homeport.sync.conflicts import ConflictService
 from homeport.sync.cursor import FeedPoint
-from homeport.sync.service import SyncService
+from homeport.sync.service import SyncService, checked_digest
 
 router = APIRouter(tags=["realtime"])
+log = get_logger("homeport.realtime")
 
 # Bad frames tolerated (each answered with an error) before the connection is closed.
 MAX_STRIKES = 10
+# Closed after a message failed unexpectedly (WebSocket "internal error").
+CLOSE_INTERNAL = 1011
+# Ids the server hands out (inbox messages, conflicts) are short printable ASCII; anything
+# else names nothing and is refused before it reaches a query.
+_SERVER_ID = re.compile(r"[!-~]{1,64}")
+
+
+def _is_server_id(value: Any) -> bool:
+    return isinstance(value, str) and _SERVER_ID.fullmatch(value) is not None
+
+
+def _storable(name: str) -> AfterValidator:
+    """A check that a value of the inbox can be stored and sent as JSON: the push's checks
+    for a record's data (no NaN or Infinity, no NUL, no lone surrogate, bounded depth)."""
+
+    def check(value: Any) -> Any:
+        checked_digest(value, name)
+        return value
+
+    return AfterValidator(check)
 
 
 class PresenceEntry(BaseModel):
@@ -49,9 +73,9 @@ class PresenceList(BaseModel):
 
 
 class InboxPost(BaseModel):
-    kind: str = Field(min_length=1, max_length=63)
-    body: dict[str, Any] = Field(default_factory=dict)
-    ttl_seconds: int = Field(default=7 * 24 * 3600, ge=1, le=90 * 24 * 3600)
+    kind: Annotated[str, Field(min_length=1, max_length=63), _storable("kind")]
+    body: Annotated[dict[str, Any], _storable("body")] = Field(default_factory=dict)
+    ttl_seconds: StrictInt = Field(default=7 * 24 * 3600, ge=1, le=90 * 24 * 3600)
 
 
 class InboxPosted(BaseModel):
@@ -145,6 +169,8 @@ async def mobile_sync(websocket: WebSocket) -> None:
         await hub.deliver_inbox(connection, everything=True)
         await session.run()
     finally:
+        if connection.close_code == CLOSE_INTERNAL:
+            await _flush(connection, writer)
         connection.close(connection.close_code, connection.close_reason)
         await hub.unregister(connection)
         writer.cancel()
@@ -152,6 +178,16 @@ async def mobile_sync(websocket: WebSocket) -> None:
             await writer
         with contextlib.suppress(Exception):
             await websocket.close(connection.close_code, connection.close_reason)
+
+
+async def _flush(connection: Connection, writer: asyncio.Task[None]) -> None:
+    """Give the writer up to a second to send what is queued (the error frame before a
+    close)."""
+    for _tick in range(100):
+        if connection.queue.empty() or writer.done():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # the writer sends the message it took last
 
 
 class _Session:
@@ -245,6 +281,25 @@ class _Session:
             await handler(payload if payload is not None else {})
         except ProblemError as exc:
             self.connection.send(protocol.error(exc.code.name, exc.detail or exc.code.title))
+        except Exception as exc:
+            # A bug, not the device's doing: it is told so, and the connection (whose state is
+            # unknown now) ends with 1011 instead of silently. The log names the failure and
+            # where it happened, but holds nothing of the message (nor the exception's text,
+            # which may repeat it).
+            log.error(
+                "realtime_message_failed",
+                message_type=message["type"],
+                device=self.principal.device_id,
+                error=type(exc).__qualname__,
+                where="".join(traceback.format_tb(exc.__traceback__)),
+            )
+            self.connection.send(
+                protocol.error(
+                    ErrorCode.INTERNAL.name,
+                    "An internal error occurred; reconnect and resume from your cursor",
+                )
+            )
+            self.connection.close(CLOSE_INTERNAL, "internal error")
 
     async def heartbeat(self, payload: Any) -> None:
         self.connection.send(
@@ -324,6 +379,10 @@ class _Session:
     async def resolve_conflict(self, payload: Any) -> None:
         if not isinstance(payload, dict) or not isinstance(payload.get("conflict_id"), str):
             raise ProblemError(ErrorCode.SYNC_002, "resolve_conflict needs conflict_id")
+        if not _is_server_id(payload["conflict_id"]):
+            raise ProblemError(
+                ErrorCode.SYNC_001, "conflict_id is 1 to 64 printable ASCII characters"
+            )
         resolution = payload.get("resolution")
         if resolution not in ("accept_server", "accept_client", "merge"):
             raise ProblemError(
@@ -362,6 +421,10 @@ class _Session:
         ids = payload.get("message_ids") if isinstance(payload, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ProblemError(ErrorCode.SYNC_001, "ack takes {message_ids: [...]}")
+        if not all(_is_server_id(i) for i in ids):
+            raise ProblemError(
+                ErrorCode.SYNC_001, "message_ids are 1 to 64 printable ASCII characters each"
+            )
 
         async def work(session: Any) -> int:
             return await InboxRepository(session).acknowledge(

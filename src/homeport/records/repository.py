@@ -1,9 +1,11 @@
 """All SQL of the records API: one record, and list pages with filters, sort and keyset.
 
-Filters and sort keys read the JSON data with the same expression the field indexes are built
-on (see :mod:`homeport.records.indexes`): ``json_extract(data, '$.f')`` on SQLite, ``data -> 'f'``
-(JSONB) on PostgreSQL. Field names reach the SQL text only after the query parser checked them
-against the collection schema and :func:`field_path` against a strict pattern; every value is a
+Filters and sort keys read the JSON data as ``json_extract(data, '$.f')`` on SQLite and
+``data -> 'f'`` (JSONB) on PostgreSQL. A filter on a field the collection indexes (see
+:mod:`homeport.records.indexes`) also names the tenant and the collection as literals, the
+condition of that field's partial index, and on PostgreSQL compares the index's bounded key
+too. Field names reach the SQL text only after the query parser checked them against the
+collection schema and :func:`field_path` against a strict pattern; every value of a filter is a
 bound parameter.
 """
 
@@ -16,8 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Select,
+    String,
     Subquery,
     Text,
     and_,
@@ -39,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from homeport.kit.tenancy import tenant_select, tenant_select_columns
 from homeport.models.sync import Collection, SyncRecord
 from homeport.records.cursor import Position
-from homeport.records.indexes import field_path
+from homeport.records.indexes import OVERSIZED_KEY, field_path, indexed_value
 from homeport.records.query import Filter, ListQuery, Sort
 
 # id, version, owner_id, created_at, updated_at, data_json (, sort_key on list pages)
@@ -99,13 +103,20 @@ class _Dialect(ABC):
     @abstractmethod
     def contains_element(self, field: str, element: Any) -> ColumnElement[bool]: ...
 
-    def compare(self, flt: Filter) -> ColumnElement[bool]:
-        """The filter as a condition that is never NULL."""
-        if flt.op == "ne":
-            return not_(func.coalesce(self._positive(flt, "eq"), false()))
-        return self._positive(flt, flt.op)
+    def index_key(
+        self, field: str, op: str, bounds: list[ColumnElement[Any]]
+    ) -> ColumnElement[bool] | None:
+        """What the field's index must match for ``value <op> bound`` (implied by it, so
+        adding it changes no answer), when the index key is not the value itself."""
+        return None
 
-    def _positive(self, flt: Filter, op: str) -> ColumnElement[bool]:
+    def compare(self, flt: Filter, *, indexed: bool = False) -> ColumnElement[bool]:
+        """The filter as a condition that is never NULL. ``indexed``: the field has an index."""
+        if flt.op == "ne":  # no index serves a negation: no index key to compare
+            return not_(func.coalesce(self._positive(flt, "eq", False), false()))
+        return self._positive(flt, flt.op, indexed)
+
+    def _positive(self, flt: Filter, op: str, indexed: bool) -> ColumnElement[bool]:
         field, value = flt.field, flt.value
         if op == "contains":
             if flt.kind.value == "array":
@@ -120,22 +131,31 @@ class _Dialect(ABC):
             names = sorted({name for v in typed for name in self.types(v)})
             guard = self.json_type(field).in_(names)
             expression = self.value(field)
-            condition: ColumnElement[bool]
-            if op == "in":
-                condition = expression.in_([self.bind(v) for v in typed])
-            else:
-                bound = self.bind(value)
-                condition = {
-                    "eq": expression == bound,
-                    "lt": expression < bound,
-                    "lte": expression <= bound,
-                    "gt": expression > bound,
-                    "gte": expression >= bound,
-                }[op]
-            alternatives.append(and_(guard, condition))
+            bounds = [self.bind(v) for v in typed] if op == "in" else [self.bind(value)]
+            condition = _compared(expression, op, bounds)
+            key = self.index_key(field, op, bounds) if indexed else None
+            alternatives.append(
+                and_(guard, condition) if key is None else and_(guard, key, condition)
+            )
         if op == "in" and None in values:
             alternatives.append(self.is_null(field))
         return or_(*alternatives) if alternatives else false()
+
+
+def _compared(
+    expression: ColumnElement[Any], op: str, bounds: list[ColumnElement[Any]]
+) -> ColumnElement[bool]:
+    if op == "in":
+        return expression.in_(bounds)
+    (bound,) = bounds
+    comparisons: dict[str, ColumnElement[bool]] = {
+        "eq": expression == bound,
+        "lt": expression < bound,
+        "lte": expression <= bound,
+        "gt": expression > bound,
+        "gte": expression >= bound,
+    }
+    return comparisons[op]
 
 
 class _SQLite(_Dialect):
@@ -189,6 +209,22 @@ class _Postgres(_Dialect):
 
     def bind(self, value: Any) -> ColumnElement[Any]:
         return cast(literal(json.dumps(value), Text), JSONB)
+
+    def index_key(
+        self, field: str, op: str, bounds: list[ColumnElement[Any]]
+    ) -> ColumnElement[bool] | None:
+        # The index holds the value, or OVERSIZED_KEY for a long one: a value matching the
+        # filter has a key matching it too, or that one. The text is the index's own
+        # expression, constants inlined, so the planner recognises it.
+        key = literal_column(indexed_value(field, "postgresql", "sync_records.data"), JSONB)
+        oversized = literal_column(f"'{OVERSIZED_KEY}'::jsonb", JSONB)
+        if op in ("eq", "in"):
+            return key.in_([*bounds, oversized])
+        if op in ("gt", "gte"):
+            # A JSON object sorts after every scalar (and the bounds are scalars): the range
+            # holds OVERSIZED_KEY already.
+            return _compared(key, op, bounds)
+        return or_(_compared(key, op, bounds), key == oversized)
 
     def types(self, value: Any) -> tuple[str, ...]:
         return _PG_TYPES[_type_of(value)]
@@ -288,19 +324,28 @@ class RecordRepository:
     ) -> Select[Any]:
         """The page's query. ``indexed``: the fields the collection declares indexes on."""
         key = self._sort_expression(query.sort, ranked)
+        uses_index = any(f.field in indexed for f in query.filters)
+        # A field's index is partial to this tenant and collection: the query names them as
+        # literals, as its condition does, so that the planner can prove it (a bound
+        # parameter may be planned for any value).
+        tenant: str | BindParameter[str] = tenant_id
+        name: str | BindParameter[str] = collection
+        if uses_index:
+            tenant = literal(tenant_id, String, literal_execute=True)
+            name = literal(collection, String, literal_execute=True)
         statement = tenant_select_columns(
             SyncRecord,
-            tenant_id,
+            tenant,
             *_RECORD_COLUMNS,
             key.label("sort_key"),
             key.is_(None).label("sort_null"),
-        ).where(SyncRecord.collection == collection, SyncRecord.deleted.is_(False))
+        ).where(SyncRecord.collection == name, SyncRecord.deleted.is_(False))
         if ranked is not None:
             statement = statement.join(ranked, ranked.c.record_id == SyncRecord.record_id)
         if owner_id is not None:
             statement = statement.where(SyncRecord.owner_id == owner_id)
         for flt in query.filters:
-            statement = statement.where(self._dialect.compare(flt))
+            statement = statement.where(self._dialect.compare(flt, indexed=flt.field in indexed))
         if after is not None:
             statement = statement.where(self._after(query.sort, key, after))
         if query.sort.descending:
@@ -309,9 +354,7 @@ class RecordRepository:
             order = [key.asc().nulls_first(), SyncRecord.record_id.asc()]
         if query.sort.key == "id":
             order = order[1:]
-            if isinstance(self._dialect, _SQLite) and any(
-                f.field in indexed for f in query.filters
-            ):
+            if isinstance(self._dialect, _SQLite) and uses_index:
                 # Without statistics SQLite walks the primary key in id order (no sort) rather
                 # than use a field index; a unary + keeps the key from serving the ORDER BY, so
                 # the (selective) field index is used and the page is sorted.

@@ -236,14 +236,16 @@ class CollectionService:
                 "them too (devices keep their local copies)",
             )
         await self.repository.delete_collection(tenant_id, name)
+        await self.field_indexes.ensure()  # its field indexes go with it
 
 
 def _check(spec: CollectionSpec) -> None:
     try:
         check_schema(spec.schema_)
     except SchemaError as exc:
+        where = f"schema.{exc.location}" if exc.location else "schema"
         raise ProblemError(
             ErrorCode.VALIDATION_001,
-            str(exc),
-            extra={"errors": [{"field": "schema", "message": str(exc)}]},
+            f"{where}: {exc.reason}" if exc.location else str(exc),
+            extra={"errors": [{"field": where, "message": exc.reason}]},
         ) from exc

@@ -12,6 +12,7 @@ from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.models.sync import Collection, SyncConflict
 from homeport.sync.repository import SyncRepository
+from homeport.sync.service import refuse_unstorable
 from homeport.sync.validation import validator_for
 
 
@@ -138,6 +139,9 @@ class ConflictService:
             merged = (
                 {**(current.data or {}), **(data or {})} if patch and current else dict(data or {})
             )
+            # The checks of a pushed change's data (depth, NUL, lone surrogates, NaN, numbers
+            # beyond 2**53), before the schema sees it: a 422 that stores nothing.
+            refuse_unstorable(merged)
             failing = validator_for(collection).errors(merged)
             if failing:
                 raise ProblemError(

@@ -42,6 +42,7 @@ PUSH_PATH = "/api/v1/sync/push"
 PROTOCOL_HEADER = "X-Homeport-Protocol"
 PROTOCOL_VERSION = 1
 MIN_PROTOCOL_VERSION = 1
+MAX_PROTOCOL_DIGITS = 9
 
 NamePath = Annotated[str, Path(min_length=1, max_length=63)]
 TenantPath = Annotated[str, Path(min_length=1, max_length=64)]
@@ -59,9 +60,15 @@ async def protocol_version(
 ) -> int:
     if version is None:
         return PROTOCOL_VERSION
-    if not version.strip().isdigit():
-        raise ProblemError(ErrorCode.SYNC_001, f"{PROTOCOL_HEADER} must be a whole number")
-    number = int(version)
+    text = version.strip()
+    # ASCII digits only ("³" passes str.isdigit but not int) and few of them (a number with
+    # thousands of digits is no version, and Python refuses to read very long ones).
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_PROTOCOL_DIGITS:
+        raise ProblemError(
+            ErrorCode.SYNC_001,
+            f"{PROTOCOL_HEADER} must be a whole number of at most {MAX_PROTOCOL_DIGITS} digits",
+        )
+    number = int(text)
     if number < MIN_PROTOCOL_VERSION:
         raise ProblemError(
             ErrorCode.SYNC_005,

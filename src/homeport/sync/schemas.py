@@ -10,6 +10,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     StringConstraints,
     model_validator,
 )
@@ -29,6 +31,8 @@ Policy = Annotated[str, StringConstraints(max_length=20), AfterValidator(normali
 # The records tables' id columns are this long (PostgreSQL refuses longer values).
 RECORD_ID_MAX_LENGTH = 200
 RecordId = Annotated[str, StringConstraints(min_length=1, max_length=RECORD_ID_MAX_LENGTH)]
+# A record's version is an integer column (32 bits on PostgreSQL): no version is beyond this.
+MAX_VERSION = 2**31 - 1
 # The records REST API options: each names a top-level property of the collection's schema.
 RECORD_OPTIONS = ("sortable", "indexes", "searchable", "facets")
 FieldList = Annotated[list[FieldName], Field(max_length=64)]
@@ -137,7 +141,8 @@ class PushChange(BaseModel):
     id: str | None = Field(default=None, max_length=RECORD_ID_MAX_LENGTH)
     op: str = "upsert"
     data: dict[str, Any] | None = None
-    base_version: int | None = Field(default=None, ge=0)
+    # Strict: "1" or true is not a version (a client sending one has a bug worth seeing).
+    base_version: StrictInt | None = Field(default=None, ge=0, le=MAX_VERSION)
     hlc: str | None = Field(default=None, max_length=300)
     hash: str | None = Field(default=None, max_length=64)
 
@@ -215,8 +220,8 @@ class PolicyUpdate(StrictModel):
     """Fields left out keep their current value."""
 
     resolution_policy: Policy
-    auto_resolve: bool | None = None
-    notify_on_conflict: bool | None = None
+    auto_resolve: StrictBool | None = None
+    notify_on_conflict: StrictBool | None = None
 
 
 class ConflictOut(BaseModel):

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from homeport.auth.principal import Principal
 from homeport.config import Settings
 from homeport.kit.broker import publish_after_commit
-from homeport.kit.canonical import NotCanonicalizable, content_hash
+from homeport.kit.canonical import NotCanonicalizable, NoUtf8, any_text, content_hash, has_utf8
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.hlc import HLCError, clamp_hlc, parse_hlc, server_hlc
@@ -125,9 +125,54 @@ class _Batch:
 
 
 def _request_hash(body: dict[str, Any]) -> str:
-    """Identifies a push body for idempotency (key order does not matter; any JSON works)."""
+    """Identifies a push body for idempotency (key order does not matter; any JSON works, even
+    text with a lone surrogate, refused item by item later: "surrogatepass" hashes it, and
+    leaves the bytes, so the hash, of every other text as they always were)."""
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class DataRefused(ValueError):
+    """A client's JSON document that cannot be stored and hashed the same on every database;
+    the message names the problem (never the offending text)."""
+
+
+def checked_digest(document: Any, name: str = "data") -> str:
+    """The content hash of ``document`` once it passed the checks every JSON document a client
+    has stored passes (a pushed change's data, a conflict's merged data, an inbox message):
+    nested at most MAX_DEPTH levels deep, no NUL (PostgreSQL's JSONB cannot hold it) and no
+    lone surrogate (no UTF-8) in a key or a value, and only values canonical JSON carries
+    exactly (no NaN or Infinity, integers within +-2**53). :class:`DataRefused` otherwise;
+    ``name`` is what the message calls the document."""
+    if _too_deep(document):
+        raise DataRefused(f"{name} is nested more than {MAX_DEPTH} levels deep")
+    if _holds_nul(document):
+        raise DataRefused(f"{name} cannot hold the NUL character (\\u0000)")
+    try:
+        return content_hash(document)
+    except NoUtf8:
+        raise DataRefused(
+            f"{name} cannot hold a lone surrogate (text with no UTF-8 form)"
+        ) from None
+    except NotCanonicalizable as exc:
+        raise DataRefused(f"{name} cannot be stored exactly: {exc}") from None
+
+
+def refuse_unstorable(document: Any, name: str = "data") -> str:
+    """:func:`checked_digest` for a request's document: a refusal is a 422 VALIDATION_001."""
+    try:
+        return checked_digest(document, name)
+    except DataRefused as exc:
+        raise ProblemError(
+            ErrorCode.VALIDATION_001,
+            str(exc),
+            extra={"errors": [{"field": name, "message": str(exc)}]},
+        ) from None
+
+
+def storable_text(text: str) -> bool:
+    """Whether both databases store ``text`` as it is: no NUL, no lone surrogate."""
+    return "\x00" not in text and has_utf8(text)
 
 
 class SyncService:
@@ -175,6 +220,13 @@ class SyncService:
             raise ProblemError(ErrorCode.SYNC_002, "idempotency_key is required")
         if not isinstance(key, str) or not 1 <= len(key) <= 200:
             raise ProblemError(ErrorCode.SYNC_001, "idempotency_key must be 1 to 200 characters")
+        if not storable_text(key):
+            # What PostgreSQL's refusal of a NUL is (422), on SQLite too; a lone surrogate
+            # could not even be hashed.
+            raise ProblemError(
+                ErrorCode.VALIDATION_001,
+                "idempotency_key cannot hold NUL or a lone surrogate (text with no UTF-8 form)",
+            )
         device = body.get("device_id")
         if device is not None and device != principal.device_id:
             raise ProblemError(
@@ -406,6 +458,24 @@ class SyncService:
         if item.error is not None or change is None:
             return
         item.raw_id = change.id
+        without_utf8 = [
+            name
+            for name, value in (
+                ("collection", change.collection),
+                ("id", change.id),
+                ("op", change.op),
+                ("hlc", change.hlc),
+                ("hash", change.hash),
+            )
+            if value is not None and not has_utf8(value)
+        ]
+        if without_utf8:
+            item.error = (
+                "SYNC_001",
+                f"{', '.join(without_utf8)} cannot hold a lone surrogate (text with no UTF-8 form)",
+                without_utf8,
+            )
+            return
         collection = collections.get(change.collection)
         if collection is None:
             item.error = ("NOT_FOUND", f"Unknown collection {change.collection!r}", None)
@@ -448,24 +518,13 @@ class SyncService:
         if item.op is not Op.DELETE and data is None:
             item.error = ("SYNC_002", f"data is required for {item.op.value}", ["data"])
             return
-        if data is not None and _too_deep(data):
-            item.error = (
-                "SYNC_001",
-                f"data is nested more than {MAX_DEPTH} levels deep",
-                ["data"],
-            )
-            return
-        if data is not None and _holds_nul(data):
-            # PostgreSQL's JSONB cannot store it; refused on SQLite too, so both agree.
-            item.error = ("SYNC_001", "data cannot hold the NUL character (\\u0000)", ["data"])
-            return
-        if data is not None and change.hash is not None:
+        if data is not None:
             try:
-                digest = content_hash(data)
-            except NotCanonicalizable as exc:
-                item.error = ("SYNC_001", f"data cannot be stored exactly: {exc}", ["data"])
+                digest = checked_digest(data)
+            except DataRefused as exc:
+                item.error = ("SYNC_001", str(exc), ["data"])
                 return
-            if digest != change.hash:
+            if change.hash is not None and digest != change.hash:
                 item.error = (
                     "SYNC_001",
                     "hash does not match the SHA-256 of the canonical JSON (RFC 8785) of data",
@@ -625,7 +684,8 @@ class SyncService:
         data: dict[str, Any] | None,
         deleted: bool,
     ) -> None:
-        """Store a resolved conflict's outcome as a new version (stamped with server time)."""
+        """Store a resolved conflict's outcome as a new version (stamped with server time).
+        ``data`` passes the push's data checks (a 422 VALIDATION_001 otherwise)."""
         now = utcnow()
         stamp = str(server_hlc(int(now.timestamp() * 1000)))
         loaded = _loaded(current) if current is not None else _Working(None, None, None)
@@ -642,7 +702,7 @@ class SyncService:
             owner,
             loaded.created_at,
             changed=True,
-            content_hash=None if deleted or data is None else content_hash(data),
+            content_hash=None if deleted or data is None else refuse_unstorable(data),
             previous_owner_id=_previous_owner(loaded, owner),
         )
         await self._write(collection.tenant_id, {(collection.name, record_id): state}, now)
@@ -688,7 +748,9 @@ class SyncService:
         per_collection: dict[str | None, list[int]] = {}
         for result in results:
             name = result["collection"]
-            counts = per_collection.setdefault(name[:63] if name else None, [0, 0, 0])
+            # A name PostgreSQL cannot store (NUL) is no collection's: counted without one.
+            known = name[:63] if name and storable_text(name) else None
+            counts = per_collection.setdefault(known, [0, 0, 0])
             counts[0] += 1
             counts[1] += result["status"] == "conflict"
             counts[2] += result["status"] == "rejected"
@@ -864,26 +926,21 @@ def _too_deep(document: Any) -> bool:
 
 def _holds_nul(document: Any) -> bool:
     """Whether a string of ``document`` (a key or a value) holds U+0000."""
-    stack: list[Any] = [document]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if "\x00" in value:
-                return True
-        elif isinstance(value, dict):
-            stack.extend(value)
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
+    return any_text(document, lambda text: "\x00" in text)
+
+
+def _echoed(text: str | None) -> str | None:
+    """Text of the request an answer repeats; None for text with no UTF-8 (it could not be
+    sent back)."""
+    return text if text is None or has_utf8(text) else None
 
 
 def _item_id(item: _Item) -> str | None:
-    return item.record_id or item.raw_id
+    return _echoed(item.record_id or item.raw_id)
 
 
 def _item_collection(item: _Item) -> str | None:
-    return item.change.collection if item.change else item.raw_collection
+    return _echoed(item.change.collection if item.change else item.raw_collection)
 
 
 def _result(

@@ -25,6 +25,18 @@ class TenantRepository:
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         return await self.session.get(Tenant, tenant_id)
 
+    async def lock_tenant(self, tenant_id: str) -> Tenant | None:
+        """The tenant, its row locked until the transaction ends, so that member changes of
+        one tenant run one after the other on PostgreSQL (SQLite has one writer anyway).
+        ``FOR NO KEY UPDATE``: rows that only refer to the tenant are still written meanwhile."""
+        result = await self.session.execute(
+            select(Tenant)
+            .where(Tenant.id == tenant_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
+
     async def get_tenant_by_slug(self, slug: str) -> Tenant | None:
         result = await self.session.execute(select(Tenant).where(Tenant.slug == slug))
         return result.scalar_one_or_none()
@@ -55,6 +67,18 @@ class TenantRepository:
 
     async def get_user(self, user_id: str) -> User | None:
         return await self.session.get(User, user_id)
+
+    async def lock_user(self, user_id: str) -> User | None:
+        """The user read again, its row locked until the transaction ends (PostgreSQL), so
+        that two logins of one person run one after the other. ``FOR NO KEY UPDATE``: rows
+        that only refer to the user are still written meanwhile."""
+        result = await self.session.execute(
+            select(User)
+            .where(User.id == user_id)
+            .with_for_update(key_share=True)
+            .execution_options(populate_existing=True)
+        )
+        return result.scalar_one_or_none()
 
     async def get_user_by_email(self, email: str) -> User | None:
         result = await self.session.execute(select(User).where(User.email == email))
@@ -107,13 +131,25 @@ class TenantRepository:
     async def add_invitation(self, invitation: Invitation) -> None:
         self.session.add(invitation)
 
-    async def find_invitation(self, token_hash: str) -> Invitation | None:
+    async def find_invitation(self, token_hash: str, *, lock: bool = False) -> Invitation | None:
+        """With ``lock``, the row stays locked until the transaction ends (PostgreSQL): a
+        second accept of the same token waits, then reads it accepted."""
+        statement = unscoped_select(
+            Invitation, reason="the token itself identifies its tenant"
+        ).where(Invitation.token_hash == token_hash)
+        if lock:
+            statement = statement.with_for_update().execution_options(populate_existing=True)
+        result = await self.session.execute(statement)
+        return result.scalar_one_or_none()
+
+    async def cancel_invitations(self, tenant_id: str, user_id: str) -> int:
+        """Delete the person's invitations to the tenant that were not accepted yet."""
         result = await self.session.execute(
-            unscoped_select(Invitation, reason="the token itself identifies its tenant").where(
-                Invitation.token_hash == token_hash
+            tenant_delete(Invitation, tenant_id).where(
+                Invitation.user_id == user_id, Invitation.accepted_at.is_(None)
             )
         )
-        return result.scalar_one_or_none()
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
     async def pending_invitations(self, tenant_id: str, now: datetime) -> Sequence[Invitation]:
         result = await self.session.execute(

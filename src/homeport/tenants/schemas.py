@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel
 
 from homeport.auth.principal import Role
-from homeport.auth.schemas import Email, Password, Slug, StrictModel
+from homeport.auth.schemas import Email, Name, Password, Slug, StrictModel
 
-DisplayName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+DisplayName = Name
 
 
 class TenantCreate(StrictModel):
     slug: Slug
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Name
     owner_email: Email | None = None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -107,7 +107,7 @@ class TenantService:
         display_name: str | None,
         password: str | None,
     ) -> AddedMember:
-        await self._require(principal, tenant_id, Permission.MEMBERS_WRITE)
+        principal = await self._lock_members(principal, tenant_id)
         self._check_can_grant(principal, role)
         tenant = await self.visible_tenant(principal, tenant_id)
         return await self._add_member(
@@ -148,6 +148,8 @@ class TenantService:
     async def _invite(
         self, tenant_id: str, user_id: str, role: Role, created_by: str | None
     ) -> IssuedInvitation:
+        # A new invitation replaces the person's older ones to this tenant not accepted yet.
+        await self.repository.cancel_invitations(tenant_id, user_id)
         token = f"hpi_{new_secret()}"
         now = utcnow()
         invitation = Invitation(
@@ -166,7 +168,7 @@ class TenantService:
     async def change_role(
         self, principal: Principal, tenant_id: str, user_id: str, role: Role
     ) -> tuple[Membership, User]:
-        await self._require(principal, tenant_id, Permission.MEMBERS_WRITE)
+        principal = await self._lock_members(principal, tenant_id)
         membership, user = await self._member(tenant_id, user_id)
         current = Role(membership.role)
         self._check_can_grant(principal, current)
@@ -177,7 +179,7 @@ class TenantService:
         return membership, user
 
     async def remove_member(self, principal: Principal, tenant_id: str, user_id: str) -> None:
-        await self._require(principal, tenant_id, Permission.MEMBERS_WRITE)
+        principal = await self._lock_members(principal, tenant_id)
         membership, _user = await self._member(tenant_id, user_id)
         self._check_can_grant(principal, Role(membership.role))
         if membership.role == Role.OWNER.value:
@@ -186,6 +188,28 @@ class TenantService:
             tenant_id, user_id, None, utcnow(), "member_removed"
         )
         await self.repository.delete_membership(tenant_id, user_id)
+        # An invitation of a removed member must not work again once they are re-added.
+        await self.repository.cancel_invitations(tenant_id, user_id)
+
+    async def _lock_members(self, principal: Principal, tenant_id: str) -> Principal:
+        """The caller, allowed to change the tenant's members, with their role as it is now.
+
+        Member changes of one tenant run one after the other: the tenant's row is locked
+        (PostgreSQL; SQLite has one writer), then the caller's role is read again, because a
+        change that held the lock before may have demoted or removed them. Without this, two
+        owners demoting each other at once could both succeed and leave no owner.
+        """
+        await self._require(principal, tenant_id, Permission.MEMBERS_WRITE)
+        await self.repository.lock_tenant(tenant_id)
+        if principal.is_platform_admin or principal.user_id is None:
+            return principal
+        membership = await self.repository.get_membership(tenant_id, principal.user_id)
+        if membership is None:
+            # Removed meanwhile, their sessions with them: the answer their next request gets.
+            raise ProblemError(ErrorCode.AUTH_001, "You are no longer a member of this tenant")
+        caller = replace(principal, role=Role(membership.role))
+        caller.require(Permission.MEMBERS_WRITE)
+        return caller
 
     async def _member(self, tenant_id: str, user_id: str) -> tuple[Membership, User]:
         membership = await self.repository.get_membership(tenant_id, user_id)
@@ -211,7 +235,9 @@ class TenantService:
     async def accept_invitation(
         self, token: str, password: str, display_name: str | None
     ) -> tuple[Tenant, User]:
-        invitation = await self.repository.find_invitation(hash_token(token))
+        # Locked: of several accepts of one token at once, the first wins and the others,
+        # waiting for it, then read it accepted.
+        invitation = await self.repository.find_invitation(hash_token(token), lock=True)
         now = utcnow()
         if invitation is None or invitation.accepted_at is not None or invitation.expires_at <= now:
             raise ProblemError(ErrorCode.AUTH_009, "This invitation is not valid")
