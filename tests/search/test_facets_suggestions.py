@@ -72,6 +72,15 @@ async def test_hits_limit_and_collections_filter(world: World) -> None:
         assert refused.json()["parameter"] == "collections"
     assert (await search(world.owner, "pump", limit=0)).status_code == 422
     assert (await search(world.owner, "pump", limit=101)).status_code == 422
+    # An empty list names no collection: all of them, as for a sync pull.
+    everything = (await search(world.owner, "pump", collections="")).json()
+    assert set(everything["collections"]) == {"notes", "tasks"}
+    # A misspelt parameter is named, not ignored (it would have searched everything).
+    for unknown in ({"colections": "tasks"}, {"facets": "status"}):
+        refused = await search(world.owner, "pump", **unknown)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["code"] == "VALIDATION_004"
+        assert refused.json()["parameter"] == next(iter(unknown))
 
 
 async def test_suggestions_complete_the_last_word(world: World) -> None:

@@ -85,6 +85,19 @@ class ProblemError(Exception):
         return self.status or self.code.status
 
 
+def invalid_parameter(parameter: str, detail: str, message: str | None = None) -> ProblemError:
+    """The 400 ``VALIDATION_004`` for one query parameter: ``parameter`` names it, ``errors``
+    gives it with ``message`` (default: ``detail``)."""
+    return ProblemError(
+        ErrorCode.VALIDATION_004,
+        detail,
+        extra={
+            "parameter": parameter,
+            "errors": [{"field": parameter, "message": message or detail}],
+        },
+    )
+
+
 def problem_body(
     code: ErrorCode,
     detail: str | None,

@@ -169,8 +169,8 @@ async def mobile_sync(websocket: WebSocket) -> None:
         await hub.deliver_inbox(connection, everything=True)
         await session.run()
     finally:
-        if connection.close_code == CLOSE_INTERNAL:
-            await _flush(connection, writer)
+        if connection.close_code in (CLOSE_INTERNAL, protocol.CLOSE_ABUSE):
+            await _flush(connection, writer)  # the error frame that tells why goes first
         connection.close(connection.close_code, connection.close_reason)
         await hub.unregister(connection)
         writer.cancel()

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from homeport.kit.errors import ErrorCode, ProblemError
+from homeport.kit.errors import ProblemError, invalid_parameter
 from homeport.models.sync import Collection
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains")
@@ -107,11 +107,7 @@ class ListQuery:
 
 
 def invalid(parameter: str, message: str) -> ProblemError:
-    return ProblemError(
-        ErrorCode.VALIDATION_004,
-        f"{parameter}: {message}",
-        extra={"parameter": parameter, "errors": [{"field": parameter, "message": message}]},
-    )
+    return invalid_parameter(parameter, f"{parameter}: {message}", message)
 
 
 def properties(collection: Collection) -> dict[str, Any]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from homeport.auth.dependencies import PrincipalDep
-from homeport.kit.errors import ErrorCode
+from homeport.kit.errors import ErrorCode, invalid_parameter
 from homeport.kit.problems import responses
 from homeport.search.schemas import SearchResponse
 from homeport.search.service import SearchLimits, SearchService
@@ -16,7 +16,15 @@ from homeport.state import SessionDep
 router = APIRouter(prefix="/api/v1", tags=["search"])
 
 
-async def search_service(session: SessionDep) -> SearchService:
+# What GET /search takes; anything else is named back (a misspelt `colections=` would
+# otherwise search every collection without a word).
+SEARCH_PARAMETERS = frozenset({"q", "collections", "limit", "facet_limit", "suggestions"})
+
+
+async def search_service(request: Request, session: SessionDep) -> SearchService:
+    unknown = [name[:100] for name in request.query_params if name not in SEARCH_PARAMETERS]
+    if unknown:
+        raise invalid_parameter(unknown[0], f"{unknown[0]}: unknown parameter", "unknown parameter")
     return SearchService(session)
 
 
@@ -55,9 +63,6 @@ async def search(
         int, Query(ge=0, le=20, description="Completions of the last word (0: none).")
     ] = 5,
 ) -> SearchResponse:
-    names = (
-        [name.strip() for name in collections.split(",") if name.strip()]
-        if collections is not None
-        else None
-    )
+    # An empty list names no collection: all of them, as for a sync pull.
+    names = [name.strip() for name in (collections or "").split(",") if name.strip()] or None
     return await service.search(principal, q, names, SearchLimits(limit, facet_limit, suggestions))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from homeport.kit.errors import ErrorCode, ProblemError
+from homeport.kit.errors import invalid_parameter
 
 MAX_QUERY_LENGTH = 500
 MAX_TERMS = 16
@@ -29,14 +29,6 @@ class SearchQuery:
     @property
     def last(self) -> str:
         return self.terms[-1]
-
-
-def invalid_parameter(parameter: str, detail: str) -> ProblemError:
-    return ProblemError(
-        ErrorCode.VALIDATION_004,
-        detail,
-        extra={"parameter": parameter, "errors": [{"field": parameter, "message": detail}]},
-    )
 
 
 def parse_query(text: str, parameter: str = "q") -> SearchQuery:

@@ -17,12 +17,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.principal import Permission, Principal
-from homeport.search.query import (
-    MIN_PREFIX_LENGTH,
-    SearchQuery,
-    invalid_parameter,
-    parse_query,
-)
+from homeport.kit.errors import invalid_parameter
+from homeport.search.query import MIN_PREFIX_LENGTH, SearchQuery, parse_query
 from homeport.search.repository import SearchRepository
 from homeport.search.schemas import (
     CollectionResult,
