@@ -539,3 +539,16 @@ def test_names_and_values_are_not_references_but_fetching_data_is_refused(
         check_schema({"type": "object", "properties": {"a": {"$id": listener.url()}}})
     assert refusal.value.location == "properties.a.$id"
     assert listener.connections == 0
+
+
+async def test_a_schema_over_the_size_limit_is_refused_before_compiling(world: World) -> None:
+    # Compiling holds the server for about 0.4 ms per property: the size bounds that.
+    def properties(count: int) -> dict[str, Any]:
+        fields = {f"field_{i:05}": {"type": "string", "maxLength": 200} for i in range(count)}
+        return {"type": "object", "properties": fields}
+
+    problem = refused(await declare(world, properties(5000)))
+    assert problem["detail"] == "a collection schema is at most 128 KiB of JSON"
+    assert await stored_names(world) == []
+    accepted = await declare(world, properties(1000))
+    assert accepted.status_code == 201, accepted.text[:300]
