@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from homeport.kit.db import UNIQUE_VIOLATION, Database, database_state, refused_value_state
+from homeport.kit.db import UNIQUE_VIOLATION, Database, database_state
 from homeport.kit.errors import ErrorCode, ProblemError
 
 
@@ -35,7 +35,7 @@ async def test_a_refused_value_is_a_validation_problem_and_nothing_is_kept(
                 assert refused.value.code is ErrorCode.VALIDATION_001
                 # The value never goes into the answer: it may be a secret.
                 assert value not in refused.value.detail
-                assert refused_value_state(refused.value.__cause__ or refused.value) in (
+                assert database_state(refused.value.__cause__ or refused.value) in (
                     "22001",  # too long
                     "22021",  # a NUL in text
                 )

@@ -67,13 +67,6 @@ def database_state(exc: BaseException) -> str | None:
     return None
 
 
-def refused_value_state(exc: BaseException) -> str | None:
-    """The SQLSTATE when the database refused a value itself (class 22, "data exception":
-    too long, out of range, invalid text), else None."""
-    state = database_state(exc)
-    return state if state is not None and state.startswith("22") else None
-
-
 # Text with a lone surrogate has no UTF-8: SQLite's driver fails to encode it where
 # PostgreSQL refuses it (class 22). Only a request's text can hold one.
 _NO_UTF8 = "no-utf-8"

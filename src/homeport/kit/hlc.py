@@ -6,15 +6,13 @@ compared as strings. The server never trusts a client's wall clock further than 
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
+
+from homeport.kit.text import is_plain_text
 
 WALL_DIGITS = 13
 COUNTER_DIGITS = 5
 MAX_COUNTER = 10**COUNTER_DIGITS - 1
-# A node is a device id (or ``api-key:<id>``): printable text, so control characters (NUL among
-# them) and lone surrogates (no UTF-8) are refused.
-_NEVER_IN_NODE = {"Cc", "Cs"}
 
 
 class HLCError(ValueError):
@@ -48,7 +46,9 @@ def parse_hlc(text: str) -> HLC:
         or not _ascii_digits(wall)
         or not _ascii_digits(counter)
         or not node
-        or any(unicodedata.category(character) in _NEVER_IN_NODE for character in node)
+        # A node is a device id (or ``api-key:<id>``): no control character (NUL among them)
+        # and no lone surrogate (no UTF-8).
+        or not is_plain_text(node)
     ):
         raise HLCError(f"not a hybrid logical clock stamp: {text[:80]!r}")
     return HLC(int(wall), int(counter), node)

@@ -24,9 +24,14 @@ def _categories(value: str) -> set[str]:
     return {unicodedata.category(character) for character in value}
 
 
+def is_plain_text(value: str) -> bool:
+    """Whether ``value`` holds no control character and no lone surrogate."""
+    return not _categories(value) & _NEVER_IN_TEXT
+
+
 def plain_text(value: str) -> str:
     """``value`` when it holds no control character and no lone surrogate."""
-    if _categories(value) & _NEVER_IN_TEXT:
+    if not is_plain_text(value):
         raise ValueError("must not contain control characters (NUL, line breaks, tabs)")
     return value
 

@@ -106,24 +106,29 @@ def check_schema(schema: dict[str, Any]) -> None:
         raise SchemaError(f"{OWNER_FIELD_KEYWORD} must name a field")
 
 
+def _unusable(reason: str) -> list[tuple[str, str]]:
+    """The one error of every record checked against a stored schema that cannot be used."""
+    return [
+        (
+            "(record)",
+            f"the collection schema cannot be used ({reason[:200]}); declare the "
+            "collection's schema again",
+        )
+    ]
+
+
 @dataclass(frozen=True)
 class RecordValidator:
     fast: Callable[[Any], Any] | None
     full: Any
-    # Why the stored schema cannot check records (then every record is rejected).
-    unusable: str | None = None
+    # Why the stored schema cannot check records (then ``fast`` and ``full`` are None and
+    # every record is rejected).
+    unusable: str = ""
 
     def errors(self, document: dict[str, Any]) -> list[tuple[str, str]]:
         """(field path, message) for every violation; empty when the document is valid."""
-        if self.fast is None or self.unusable is not None:
-            reason = self.unusable or "it does not compile"
-            return [
-                (
-                    "(record)",
-                    f"the collection schema cannot be used ({reason[:200]}); declare the "
-                    "collection's schema again",
-                )
-            ]
+        if self.fast is None:
+            return _unusable(self.unusable)
         try:
             self.fast(document)
             return []
@@ -142,29 +147,30 @@ class RecordValidator:
         except RecursionError:
             return [("(record)", RECORD_ENDLESS)]
         except referencing.exceptions.Unresolvable as exc:
-            return RecordValidator(None, None, f"a reference points to nothing: {exc}").errors(
-                document
-            )
+            return _unusable(f"a reference points to nothing: {exc}")
         return sorted(found)
+
+
+def _rejecting(reason: str) -> RecordValidator:
+    return RecordValidator(None, None, reason)
 
 
 def _usable(schema: Any) -> RecordValidator:
     """The validator of a stored schema; one that rejects every record (with the reason) when
     the schema cannot be used, so that a write never fails with an exception."""
     if not isinstance(schema, dict):
-        return RecordValidator(None, None, "it is not a JSON object")
+        return _rejecting("it is not a JSON object")
     problem = schema_checks.value_problem(schema)
     if problem is not None:
-        where, reason = problem
-        return RecordValidator(None, None, f"{where}: {reason}" if where else reason)
+        return _rejecting(str(SchemaError(problem[1], problem[0])))
     try:
         fast, full = _compile(schema)
     except RecursionError:
-        return RecordValidator(None, None, TOO_DEEP_OR_ENDLESS)
+        return _rejecting(TOO_DEEP_OR_ENDLESS)
     except (SyntaxError, MemoryError):
-        return RecordValidator(None, None, NESTED_TOO_DEEPLY)
+        return _rejecting(NESTED_TOO_DEEPLY)
     except Exception as exc:  # a reference outside the schema, or one to nothing
-        return RecordValidator(None, None, str(getattr(exc, "message", exc)))
+        return _rejecting(str(getattr(exc, "message", exc)))
     return RecordValidator(fast, full)
 
 

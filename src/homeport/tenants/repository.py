@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.kit.tenancy import tenant_delete, tenant_select, unscoped_select
 from homeport.models.tenants import Invitation, Membership, Tenant, User
+
+_Locked = TypeVar("_Locked", Tenant, User)
 
 
 class TenantRepository:
@@ -27,15 +30,8 @@ class TenantRepository:
 
     async def lock_tenant(self, tenant_id: str) -> Tenant | None:
         """The tenant, its row locked until the transaction ends, so that member changes of
-        one tenant run one after the other on PostgreSQL (SQLite has one writer anyway).
-        ``FOR NO KEY UPDATE``: rows that only refer to the tenant are still written meanwhile."""
-        result = await self.session.execute(
-            select(Tenant)
-            .where(Tenant.id == tenant_id)
-            .with_for_update(key_share=True)
-            .execution_options(populate_existing=True)
-        )
-        return result.scalar_one_or_none()
+        one tenant run one after the other on PostgreSQL (SQLite has one writer anyway)."""
+        return await self._locked(Tenant, tenant_id)
 
     async def get_tenant_by_slug(self, slug: str) -> Tenant | None:
         result = await self.session.execute(select(Tenant).where(Tenant.slug == slug))
@@ -70,11 +66,15 @@ class TenantRepository:
 
     async def lock_user(self, user_id: str) -> User | None:
         """The user read again, its row locked until the transaction ends (PostgreSQL), so
-        that two logins of one person run one after the other. ``FOR NO KEY UPDATE``: rows
-        that only refer to the user are still written meanwhile."""
+        that two logins of one person run one after the other."""
+        return await self._locked(User, user_id)
+
+    async def _locked(self, model: type[_Locked], row_id: str) -> _Locked | None:
+        """The row read again and locked ``FOR NO KEY UPDATE``: rows that only refer to it are
+        still written meanwhile."""
         result = await self.session.execute(
-            select(User)
-            .where(User.id == user_id)
+            select(model)
+            .where(model.id == row_id)
             .with_for_update(key_share=True)
             .execution_options(populate_existing=True)
         )
@@ -131,15 +131,15 @@ class TenantRepository:
     async def add_invitation(self, invitation: Invitation) -> None:
         self.session.add(invitation)
 
-    async def find_invitation(self, token_hash: str, *, lock: bool = False) -> Invitation | None:
-        """With ``lock``, the row stays locked until the transaction ends (PostgreSQL): a
-        second accept of the same token waits, then reads it accepted."""
-        statement = unscoped_select(
-            Invitation, reason="the token itself identifies its tenant"
-        ).where(Invitation.token_hash == token_hash)
-        if lock:
-            statement = statement.with_for_update().execution_options(populate_existing=True)
-        result = await self.session.execute(statement)
+    async def lock_invitation(self, token_hash: str) -> Invitation | None:
+        """The invitation of the token, its row locked until the transaction ends
+        (PostgreSQL): a second accept of the same token waits, then reads it accepted."""
+        result = await self.session.execute(
+            unscoped_select(Invitation, reason="the token itself identifies its tenant")
+            .where(Invitation.token_hash == token_hash)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         return result.scalar_one_or_none()
 
     async def cancel_invitations(self, tenant_id: str, user_id: str) -> int:

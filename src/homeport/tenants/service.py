@@ -237,7 +237,7 @@ class TenantService:
     ) -> tuple[Tenant, User]:
         # Locked: of several accepts of one token at once, the first wins and the others,
         # waiting for it, then read it accepted.
-        invitation = await self.repository.find_invitation(hash_token(token), lock=True)
+        invitation = await self.repository.lock_invitation(hash_token(token))
         now = utcnow()
         if invitation is None or invitation.accepted_at is not None or invitation.expires_at <= now:
             raise ProblemError(ErrorCode.AUTH_009, "This invitation is not valid")
