@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from homeport.kit.text import email_address, plain_text, utc
+from homeport.kit.text import email_address, plain_text, utc, whole_number
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,10 @@ def test_a_moment_is_converted_to_utc_or_refused_when_it_leaves_the_calendar() -
     last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-1)))
     with pytest.raises(ValueError, match="out of range"):
         utc(last)
+
+
+def test_a_whole_number_is_written_with_the_digits_0_to_9_only() -> None:
+    assert whole_number("0042", 4) == 42
+    # "³" passes str.isdigit and int() refuses it; other scripts' digits int() would read.
+    for text in ("", "-1", "+1", " 1", "1.0", "³", "\u0661\u0662", "\uff11\uff12", "12345"):
+        assert whole_number(text, 4) is None, text

@@ -135,6 +135,12 @@ async def test_if_match_moved_version_is_412_sync_004(rest: Rest) -> None:
         f"{ORDERS}/o1", json={"title": "x"}, headers={**rest.owner.headers, "If-Match": "2"}
     )
     assert garbage.status_code == 412
+    other_digits = await rest.client.put(
+        f"{ORDERS}/o1",
+        json={"title": "x"},
+        headers={**rest.owner.headers, "If-Match": '"³"'.encode("latin-1")},  # type: ignore[dict-item]
+    )
+    assert other_digits.status_code == 412, other_digits.text  # was a 500
     current = await rest.client.get(f"{ORDERS}/o1", headers=rest.owner.headers)
     assert current.json()["version"] == 2
     assert current.json()["data"] == {"id": "o1", "title": "Pump", "status": "open"}

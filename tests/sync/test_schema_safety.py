@@ -535,6 +535,13 @@ def test_names_and_values_are_not_references_but_fetching_data_is_refused(
         check_schema({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}})
     assert refusal.value.location == "properties.a.$ref"
     assert "points to nothing" in refusal.value.reason
+    # An index written in other digits ("³" passes str.isdigit, int() refuses it) is no index.
+    for index in ("³", "1"):
+        reference = {"$ref": f"#/allOf/{index}"}
+        schema = {"type": "object", "allOf": [{}], "properties": {"a": reference}}
+        with pytest.raises(SchemaError) as refusal:
+            check_schema(schema)
+        assert "points to nothing" in refusal.value.reason
     with pytest.raises(SchemaError) as refusal:
         check_schema({"type": "object", "properties": {"a": {"$id": listener.url()}}})
     assert refusal.value.location == "properties.a.$id"

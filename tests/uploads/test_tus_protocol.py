@@ -607,6 +607,26 @@ async def test_an_interrupted_patch_keeps_what_arrived(settings: Settings) -> No
             assert downloaded.content == data
 
 
+async def test_lengths_and_offsets_in_other_digits_are_refused(tus: Tus) -> None:
+    # "³" (a Latin-1 header byte) passes str.isdigit, which int() refuses: these were 500s.
+    superscript = "³".encode("latin-1")
+    created = await tus.client.post(
+        TUS,
+        headers={**tus.headers, "Upload-Length": superscript},  # type: ignore[dict-item]
+    )
+    assert created.status_code == 400, created.text
+    assert created.json()["code"] == "UPLOAD_001"
+    url = await tus.new(10)
+    patched = await tus.client.patch(
+        url,
+        content=b"x",
+        headers={**tus.headers, **OFFSET_TYPE, "Upload-Offset": superscript},  # type: ignore[dict-item]
+    )
+    assert patched.status_code == 400, patched.text
+    assert patched.json()["code"] == "UPLOAD_001"
+    assert await tus.offset(url) == 0
+
+
 async def test_metadata_with_control_characters_is_refused(tus: Tus) -> None:
     """The metadata is stored as text: a NUL in any value was a 500 on PostgreSQL; a file name
     with a newline or another control character is refused on both databases."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from homeport.kit.text import is_plain_text
+from homeport.kit.text import is_plain_text, whole_number
 
 WALL_DIGITS = 13
 COUNTER_DIGITS = 5
@@ -29,29 +29,23 @@ class HLC:
         return f"{self.wall_ms:0{WALL_DIGITS}d}:{self.counter:0{COUNTER_DIGITS}d}:{self.node}"
 
 
-def _ascii_digits(text: str) -> bool:
-    """Whether ``text`` is one or more of the digits 0-9 (``str.isdigit`` also takes "²" and
-    other scripts' digits, which ``int`` reads or refuses)."""
-    return text.isascii() and text.isdigit()
-
-
 def parse_hlc(text: str) -> HLC:
     wall, sep1, rest = text.partition(":")
     counter, sep2, node = rest.partition(":")
+    wall_ms = whole_number(wall, WALL_DIGITS) if len(wall) == WALL_DIGITS else None
+    count = whole_number(counter, COUNTER_DIGITS) if len(counter) == COUNTER_DIGITS else None
     if (
         not sep1
         or not sep2
-        or len(wall) != WALL_DIGITS
-        or len(counter) != COUNTER_DIGITS
-        or not _ascii_digits(wall)
-        or not _ascii_digits(counter)
+        or wall_ms is None
+        or count is None
         or not node
         # A node is a device id (or ``api-key:<id>``): no control character (NUL among them)
         # and no lone surrogate (no UTF-8).
         or not is_plain_text(node)
     ):
         raise HLCError(f"not a hybrid logical clock stamp: {text[:80]!r}")
-    return HLC(int(wall), int(counter), node)
+    return HLC(wall_ms, count, node)
 
 
 def clamp_hlc(stamp: HLC, now_ms: int, max_skew_ms: int) -> HLC:

@@ -16,6 +16,7 @@ from homeport.kit.context import accept_trace_id, set_trace_id
 from homeport.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
 from homeport.kit.logging import get_logger
 from homeport.kit.ratelimit import RateLimitDecision, RateLimiter
+from homeport.kit.text import whole_number
 
 log = get_logger("homeport.http")
 
@@ -121,7 +122,8 @@ class BodyLimitMiddleware:
         max_bytes, code = self._limit(scope["path"])
         detail = f"Request body is larger than {max_bytes} bytes"
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
+        length = None if declared is None else whole_number(declared, 19)
+        if declared is not None and (length is None or length > max_bytes):
             await send_problem(send, code, detail, trace_id, scope["path"], status=413)
             return
         received = 0

@@ -36,6 +36,15 @@ def plain_text(value: str) -> str:
     return value
 
 
+def whole_number(text: str, max_digits: int) -> int | None:
+    """The number ``text`` writes with 1 to ``max_digits`` of the digits 0-9, else None.
+    (``str.isdigit`` also takes "³", which ``int`` refuses, and other scripts' digits, which it
+    reads; Python refuses to read very long numbers.)"""
+    if not 0 < len(text) <= max_digits or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
 def _dot_separated(part: str) -> bool:
     return bool(part) and all(part.split("."))
 

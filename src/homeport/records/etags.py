@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from homeport.kit.text import whole_number
+
 _TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*')
 # If-Match that names no version of ours: never matches (versions start at 1).
 NO_VERSION = 0
@@ -38,6 +40,7 @@ def if_match_version(header: str | None) -> tuple[bool, int | None]:
     if header.strip() == "*":
         return True, None
     for weak, value in _tags(header):
-        if not weak and value.isdigit() and len(value) < 18:
-            return True, int(value)
+        version = None if weak else whole_number(value, 17)
+        if version is not None:
+            return True, version
     return True, NO_VERSION

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeport.kit.errors import ProblemError, invalid_parameter
+from homeport.kit.text import whole_number
 from homeport.models.sync import Collection
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains")
@@ -246,10 +247,10 @@ def parse_list_query(
         seen[key] = raw
     limit = default_limit
     if "limit" in seen:
-        text = seen["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= max_limit:
+        given = whole_number(seen["limit"], 9)
+        if given is None or not 1 <= given <= max_limit:
             raise invalid("limit", f"a whole number from 1 to {max_limit}")
-        limit = int(text)
+        limit = given
     q = seen.get("q")
     if q is not None and not 1 <= len(q.strip()) <= MAX_QUERY_LENGTH:
         raise invalid("q", f"1 to {MAX_QUERY_LENGTH} characters")

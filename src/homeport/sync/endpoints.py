@@ -13,6 +13,7 @@ from homeport.auth.dependencies import PrincipalDep
 from homeport.auth.principal import Permission, Principal
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.problems import responses
+from homeport.kit.text import whole_number
 from homeport.models.sync import Collection, SyncConflict
 from homeport.state import SessionDep, StateDep
 from homeport.sync.collections import Change, CollectionService
@@ -60,15 +61,12 @@ async def protocol_version(
 ) -> int:
     if version is None:
         return PROTOCOL_VERSION
-    text = version.strip()
-    # ASCII digits only ("³" passes str.isdigit but not int) and few of them (a number with
-    # thousands of digits is no version, and Python refuses to read very long ones).
-    if not (text.isascii() and text.isdigit()) or len(text) > MAX_PROTOCOL_DIGITS:
+    number = whole_number(version.strip(), MAX_PROTOCOL_DIGITS)
+    if number is None:
         raise ProblemError(
             ErrorCode.SYNC_001,
             f"{PROTOCOL_HEADER} must be a whole number of at most {MAX_PROTOCOL_DIGITS} digits",
         )
-    number = int(text)
     if number < MIN_PROTOCOL_VERSION:
         raise ProblemError(
             ErrorCode.SYNC_005,

@@ -27,6 +27,8 @@ import fastjsonschema
 import jsonschema
 import referencing
 
+from homeport.kit.text import whole_number
+
 Problem = tuple[str, str]
 Path = tuple[str | int, ...]
 
@@ -204,9 +206,13 @@ def _resolve(schema: Any, reference: str, anchors: dict[str, Path]) -> Path | st
         if isinstance(node, dict) and part in node:
             node = node[part]
             path.append(part)
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-            path.append(int(part))
+        elif (
+            isinstance(node, list)
+            and (index := whole_number(part, 9)) is not None
+            and (index < len(node))
+        ):
+            node = node[index]
+            path.append(index)
         else:
             return f"{reference[:100]} points to nothing in the schema"
     if not isinstance(node, dict | bool):

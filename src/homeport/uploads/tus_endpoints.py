@@ -18,6 +18,7 @@ from homeport.files.endpoints import file_url
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.http import public_base_url
 from homeport.kit.problems import responses
+from homeport.kit.text import whole_number
 from homeport.models.files import UploadSession
 from homeport.uploads.dependencies import UploadServiceDep
 from homeport.uploads.service import already
@@ -84,9 +85,10 @@ def _with_file(
 
 
 def _length(value: str | None) -> int:
-    if value is None or not value.isdigit():
+    length = None if value is None else whole_number(value, 19)
+    if length is None:
         raise ProblemError(ErrorCode.UPLOAD_001, "Upload-Length must be a whole number of bytes")
-    return int(value)
+    return length
 
 
 @router.options(
@@ -202,7 +204,7 @@ async def tus_patch(
     upload_checksum: Annotated[str | None, Header(alias="Upload-Checksum")] = None,
     content_type: Annotated[str | None, Header(alias="Content-Type")] = None,
 ) -> Response:
-    offset = int(upload_offset) if upload_offset is not None and upload_offset.isdigit() else None
+    offset = None if upload_offset is None else whole_number(upload_offset, 19)
 
     async def authenticate(session: AsyncSession) -> Principal:
         # Who asks comes first (401 before any complaint about the request), in the PATCH's
