@@ -136,3 +136,36 @@ def init_tenant(server: Server, email: str, password: str, tenant: str) -> None:
         check=True,
         capture_output=True,
     )
+
+
+@contextlib.contextmanager
+def profiling(pid: int, seconds: int, output: Path) -> Iterator[None]:
+    """py-spy samples the server process for ``seconds`` (raw format), if asked for."""
+    if seconds <= 0:
+        yield
+        return
+    py_spy = Path(sys.executable).with_name("py-spy")
+    recorder = subprocess.Popen(
+        [
+            str(py_spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+            *os.environ.get("BENCH_PY_SPY_FLAGS", "").split(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        recorder.wait(timeout=seconds + 60)

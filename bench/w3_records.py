@@ -9,7 +9,7 @@ connection per client): a full HTTP client library costs more CPU per request th
 on this 2-core machine, and the clients share those cores with the server.
 
 Run: .venv/bin/python -m bench.w3_records [--postgres ADMIN_URL] [--records 4000]
-     [--clients 32]
+     [--clients 32] [--profile-seconds N --profile-out FILE]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import asyncio
 import json
 import statistics
 import time
+from pathlib import Path
 
 import httpx
 
@@ -29,6 +30,7 @@ from bench.server import (
     WORK_ORDER_SCHEMA,
     fresh_postgres,
     init_tenant,
+    profiling,
     running_server,
 )
 
@@ -160,11 +162,14 @@ async def _reads(base_url: str, repeats: int) -> dict[str, float]:
     }
 
 
-def _run(database_url: str | None, records: int, clients: int) -> dict[str, object]:
+def _run(
+    database_url: str | None, records: int, clients: int, profile_seconds: int, profile_out: Path
+) -> dict[str, object]:
     with running_server(database_url) as server:
         init_tenant(server, EMAIL, PASSWORD, "bench")
         asyncio.run(_setup(server.base_url))
-        created = asyncio.run(_create_all(server.base_url, records, clients))
+        with profiling(server.pid, profile_seconds, profile_out):
+            created = asyncio.run(_create_all(server.base_url, records, clients))
         reads = asyncio.run(_reads(server.base_url, 20))
     return {
         "workload": "W3 records REST",
@@ -188,12 +193,15 @@ def main() -> None:
     parser.add_argument("--postgres", default=None, help="admin URL of a PostgreSQL server")
     parser.add_argument("--records", type=int, default=4000)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--profile-seconds", type=int, default=0, help="py-spy the creates")
+    parser.add_argument("--profile-out", type=Path, default=Path("w3-profile.txt"))
     arguments = parser.parse_args()
+    profile = (arguments.profile_seconds, arguments.profile_out)
     if arguments.postgres:
         with fresh_postgres(arguments.postgres) as url:
-            result = _run(url, arguments.records, arguments.clients)
+            result = _run(url, arguments.records, arguments.clients, *profile)
     else:
-        result = _run(None, arguments.records, arguments.clients)
+        result = _run(None, arguments.records, arguments.clients, *profile)
     print(json.dumps(result, indent=2))
 
 

@@ -24,23 +24,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import os
 import ssl
 import statistics
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from bench import lean_http
-from bench.server import Server, init_tenant, running_server
+from bench.server import Server, init_tenant, profiling, running_server
 
 PASSWORD = "bench-password-123"
 EMAIL = "bench@example.com"
@@ -381,37 +378,6 @@ async def _all(
     return results
 
 
-@contextlib.contextmanager
-def _profiling(pid: int, seconds: int, output: Path) -> Iterator[None]:
-    if seconds <= 0:
-        yield
-        return
-    py_spy = Path(sys.executable).with_name("py-spy")
-    recorder = subprocess.Popen(
-        [
-            str(py_spy),
-            "record",
-            "--pid",
-            str(pid),
-            "--duration",
-            str(seconds),
-            "--rate",
-            "200",
-            "--format",
-            "raw",
-            "--output",
-            str(output),
-            "--nonblocking",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        recorder.wait(timeout=seconds + 60)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=32)
@@ -436,7 +402,7 @@ def main() -> None:
     }
     with running_server(**limits) as server:
         init_tenant(server, EMAIL, PASSWORD, "bench")
-        with _profiling(server.pid, args.profile_seconds, args.profile_out):
+        with profiling(server.pid, args.profile_seconds, args.profile_out):
             results = asyncio.run(
                 _all(
                     server,

@@ -11,6 +11,7 @@ import uvicorn
 
 from homeport.app import create_app
 from homeport.config import Settings
+from homeport.kit.http_protocol import ProblemHttpToolsProtocol
 
 
 def _free_port() -> int:
@@ -27,7 +28,12 @@ class LiveServer:
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning"
+            create_app(settings),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            # As `homeport serve`: an unparseable request is answered with problem+json.
+            http=ProblemHttpToolsProtocol,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -189,6 +189,7 @@ def serve(
     import uvicorn
 
     from homeport.app import create_app
+    from homeport.kit.http_protocol import ProblemHttpToolsProtocol
 
     settings = _settings(data_dir)
     updates: dict[str, object] = {}
@@ -214,7 +215,8 @@ def serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools, with unparseable requests answered as problem+json instead of text/plain.
+        http=ProblemHttpToolsProtocol,
         # Forwarded headers are handled by the app (only from HOMEPORT_TRUSTED_PROXIES).
         proxy_headers=False,
         log_config=None,

@@ -370,11 +370,18 @@ async def test_additive_changes_in_a_row_bump_the_version(world: World) -> None:
 async def test_new_property_is_usable_after_an_additive_change(world: World) -> None:
     await world.collection("tasks")
     phone = await world.device("tech@acme.example.com")
-    refused = await phone.push(
+    accepted = await phone.push(
         [upsert("tasks", "t1", {"title": "A", "priority": "high"})]
     )  # any value goes while priority is undeclared
-    assert refused.json()["results"][0]["status"] == "applied"
-    await put(world, "tasks", spec(schema=with_property("priority", {"type": "integer"})))
+    assert accepted.json()["results"][0]["status"] == "applied"
+    # t1 holds a priority the new property rejects: declaring it needs force.
+    numbered = spec(schema=with_property("priority", {"type": "integer"}))
+    problem = assert_problem(await put(world, "tasks", numbered), 409, "VALIDATION_003")
+    assert problem["breaking"] == [
+        "property priority added, but stored records hold values of it that it rejects "
+        "(record 't1')"
+    ]
+    assert (await put(world, "tasks", numbered, force="true")).status_code == 200
     answer = await phone.push([upsert("tasks", "t2", {"title": "B", "priority": "high"})])
     body = answer.json()
     assert body["results"][0]["status"] == "rejected"
@@ -599,3 +606,52 @@ async def test_push_validation_lists_every_failing_field(world: World) -> None:
         ]
     )
     assert answer.json()["errors"][0]["fields"] == ["done"]
+
+
+async def test_adding_a_property_that_stored_records_hold_with_other_values_is_breaking(
+    world: World,
+) -> None:
+    """Removing a property is additive (stored values stay, as extra fields); adding it back
+    with another type would reject them, so that is breaking, and adding it back as it was is
+    not."""
+    estimate = {"type": "string"}
+    await world.collection("tasks", schema=with_property("estimate", estimate))
+    phone = await world.device("tech@acme.example.com")
+    pushed = await phone.push(
+        [
+            upsert("tasks", "t1", {"title": "A", "estimate": "3h"}),
+            upsert("tasks", "t2", {"title": "B"}),
+            upsert("tasks", "t3", {"title": "C", "site": {"dock": "7"}}),
+        ]
+    )
+    assert [r["status"] for r in pushed.json()["results"]] == ["applied"] * 3
+    removed = await put(world, "tasks", spec(schema=TASK_SCHEMA))
+    assert removed.status_code == 200, removed.text
+    assert removed.json()["breaking"] == []
+
+    as_number = with_property("estimate", {"type": "integer"})
+    as_number["properties"]["site"] = {"type": "object", "required": ["dock", "bay"]}
+    as_number["properties"]["due"] = {"type": "string", "format": "date"}  # no record has it
+    problem = assert_problem(
+        await put(world, "tasks", spec(schema=as_number)), 409, "VALIDATION_003"
+    )
+    assert problem["breaking"] == [
+        "property estimate added, but stored records hold values of it that it rejects "
+        "(record 't1')",
+        "property site added, but stored records hold values of it that it rejects (record 't3')",
+    ]
+    assert (await get(world, "tasks")).json()["schema"] == TASK_SCHEMA
+    # Back as it was: the stored values match; a new field no record holds is additive too.
+    again = with_property("estimate", estimate)
+    again["properties"]["due"] = {"type": "string", "format": "date"}
+    answer = await put(world, "tasks", spec(schema=again))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["breaking"] == []
+    # A deleted record's old value does not count.
+    deleted = await phone.push(
+        [{"collection": "tasks", "id": "t3", "op": "delete", "base_version": 1}]
+    )
+    assert deleted.json()["results"][0]["status"] == "applied"
+    site = {**again, "properties": {**again["properties"], "site": {"type": "string"}}}
+    answer = await put(world, "tasks", spec(schema=site))
+    assert answer.status_code == 200, answer.text

@@ -17,7 +17,15 @@ from homeport.models.sync import Collection, SchemaChange
 from homeport.records.indexes import FieldIndexRepository
 from homeport.sync.repository import SyncRepository
 from homeport.sync.schemas import CollectionSpec
-from homeport.sync.validation import OWNER_FIELD_KEYWORD, SchemaError, check_schema
+from homeport.sync.validation import (
+    OWNER_FIELD_KEYWORD,
+    SchemaError,
+    check_schema,
+    validator_of,
+)
+
+# Stored records read at a time when a change is checked against them.
+_PAGE = 1000
 
 
 @dataclass
@@ -129,6 +137,9 @@ class CollectionService:
             return Change(spec.name, "created", ["new collection"])
         changes = _describe(existing, spec)
         breaking = breaking_changes(existing.json_schema, spec.schema_)
+        breaking += await _stored_values_rejected(
+            self.repository, tenant_id, existing, spec.schema_
+        )
         if existing.id_field != spec.id_field:
             breaking.append(f"id_field changed from {existing.id_field} to {spec.id_field}")
         return Change(spec.name, "updated" if changes else "unchanged", changes, breaking, existing)
@@ -237,6 +248,37 @@ class CollectionService:
             )
         await self.repository.delete_collection(tenant_id, name)
         await self.field_indexes.ensure()  # its field indexes go with it
+
+
+async def _stored_values_rejected(
+    repository: SyncRepository, tenant_id: str, existing: Collection, schema: dict[str, Any]
+) -> list[str]:
+    """Properties ``schema`` adds that stored records already hold (as extra fields, e.g.
+    after the property was removed) with values it rejects: adding those is breaking."""
+    added = sorted(set(_properties(schema)) - set(_properties(existing.json_schema)))
+    if not added:
+        return []
+    validator = validator_of(schema)
+    found: dict[str, str] = {}
+    after = ""
+    while len(found) < len(added):
+        page = await repository.records_holding(
+            tenant_id, existing.name, [n for n in added if n not in found], after, _PAGE
+        )
+        for record_id, data in page:
+            for where, _message in validator.errors(data):
+                name = next((n for n in added if where == n or where.startswith(f"{n}.")), None)
+                if name is not None:
+                    found.setdefault(name, record_id)
+        if len(page) < _PAGE:
+            break
+        after = page[-1][0]
+    return [
+        f"property {name} added, but stored records hold values of it that it rejects "
+        f"(record {found[name][:100]!r})"
+        for name in added
+        if name in found
+    ]
 
 
 def _check(spec: CollectionSpec) -> None:

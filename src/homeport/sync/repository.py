@@ -14,15 +14,19 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     ColumnElement,
     Table,
     Text,
     and_,
     bindparam,
     cast,
+    exists,
     false,
     func,
+    literal,
     or_,
+    select,
     text,
     tuple_,
 )
@@ -154,6 +158,32 @@ class SyncRepository:
             )
         )
         return int(result.scalar_one())
+
+    async def records_holding(
+        self, tenant_id: str, collection: str, names: Sequence[str], after: str, limit: int
+    ) -> Sequence[tuple[str, dict[str, Any]]]:
+        """(id, data) of live records of ``collection`` whose data has one of ``names`` as a
+        top-level field, by id after ``after``. The names are bound parameters, whatever they
+        hold."""
+        holds = [self._has_field(name) for name in names]
+        result = await self.session.execute(
+            tenant_select_columns(SyncRecord, tenant_id, SyncRecord.record_id, SyncRecord.data)
+            .where(
+                SyncRecord.collection == collection,
+                SyncRecord.deleted == false(),
+                SyncRecord.record_id > after,
+                or_(*holds),
+            )
+            .order_by(SyncRecord.record_id)
+            .limit(limit)
+        )
+        return [(row.record_id, row.data or {}) for row in result]
+
+    def _has_field(self, name: str) -> ColumnElement[bool]:
+        if self.is_postgres:
+            return SyncRecord.data.op("?", return_type=Boolean)(bindparam(None, name, Text))
+        keys = func.json_each(SyncRecord.data).table_valued("key")
+        return exists(select(literal(1)).select_from(keys).where(keys.c.key == name))
 
     async def list_schema_changes(self, tenant_id: str, collection: str) -> Sequence[SchemaChange]:
         result = await self.session.execute(

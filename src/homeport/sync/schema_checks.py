@@ -6,10 +6,10 @@
   pointer or an anchor of this document) and resolves in it; only the top may carry ``$id``.
 - Finite: no chain of references that comes back to where it started without descending into a
   field or an item (``{"if": {"$ref": "#"}}``): checking any record would never end.
-- Its ``$schema``, when given, names a draft both validators implement.
+- Its ``$schema``, when given, names a draft the validator implements (04 to 2020-12).
 
-And the guards that keep the two validators from doing I/O if a check is ever missed: fetch
-handlers for fastjsonschema and a ``referencing`` registry for jsonschema that refuse every URI.
+And the guard that keeps the validator from doing I/O if a check is ever missed: a retriever
+that refuses every URI.
 
 Each check answers ``(location, message)`` or None; a location is a path into the schema
 (``properties.a.$ref``, ``allOf[0]``), ``""`` for the schema itself.
@@ -19,13 +19,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
-
-import fastjsonschema
-import jsonschema
-import referencing
 
 from homeport.kit.text import whole_number
 
@@ -128,18 +124,17 @@ def value_problem(schema: Any) -> Problem | None:
 # $schema
 
 
-# The drafts both validators implement (jsonschema also knows draft-03; fastjsonschema does not).
+# The drafts the validator implements, by their metaschema URIs (without a trailing "#").
 DRAFTS = frozenset(
-    validator.META_SCHEMA["$schema"].removesuffix("#")
-    for validator in (
-        jsonschema.Draft4Validator,
-        jsonschema.Draft6Validator,
-        jsonschema.Draft7Validator,
-        jsonschema.Draft201909Validator,
-        jsonschema.Draft202012Validator,
-    )
+    {
+        "http://json-schema.org/draft-04/schema",
+        "http://json-schema.org/draft-06/schema",
+        "http://json-schema.org/draft-07/schema",
+        "https://json-schema.org/draft/2019-09/schema",
+        "https://json-schema.org/draft/2020-12/schema",
+    }
 )
-_DRAFT_3 = jsonschema.Draft3Validator.META_SCHEMA["$schema"].removesuffix("#")
+_DRAFT_3 = "http://json-schema.org/draft-03/schema"
 
 
 def dialect_problem(schema: dict[str, Any]) -> Problem | None:
@@ -156,11 +151,10 @@ def dialect_problem(schema: dict[str, Any]) -> Problem | None:
 # References
 
 
-def _objects(schema: Any, *, data: bool = False) -> Iterator[tuple[dict[str, Any], Path]]:
-    """Every object of ``schema`` in a schema position (with its path), in document order; with
-    ``data`` also the objects inside data keywords (const, enum, default, examples), which
-    fastjsonschema searches for ``$ref`` too. The keys of name maps (properties, $defs, ...)
-    are names, not keywords. Unknown keywords count as schemas."""
+def _objects(schema: Any) -> Iterator[tuple[dict[str, Any], Path]]:
+    """Every object of ``schema`` in a schema position (with its path), in document order; not
+    those inside data keywords (const, enum, default, examples). The keys of name maps
+    (properties, $defs, ...) are names, not keywords. Unknown keywords count as schemas."""
     stack: list[tuple[Any, Path, bool]] = [(schema, (), False)]
     while stack:
         node, path, names = stack.pop()
@@ -171,7 +165,7 @@ def _objects(schema: Any, *, data: bool = False) -> Iterator[tuple[dict[str, Any
             if not names:
                 yield node, path
             for key, item in node.items():
-                if not names and not data and key in _DATA_KEYWORDS:
+                if not names and key in _DATA_KEYWORDS:
                     continue
                 is_map = not names and key in _NAME_MAPS and isinstance(item, dict)
                 children.append((item, (*path, key), is_map))
@@ -229,7 +223,7 @@ def _at(schema: Any, path: Path) -> Any:
 
 def reference_problem(schema: dict[str, Any]) -> Problem | None:
     """Where ``schema`` refers outside itself, to nothing, or to itself without end."""
-    for node, path in _objects(schema, data=True):
+    for node, path in _objects(schema):
         for keyword in REFERENCE_KEYWORDS:
             reference = node.get(keyword, "#")
             if not isinstance(reference, str) or not reference.startswith("#"):
@@ -314,46 +308,11 @@ def _closing(
 # No I/O, ever
 
 
-class RemoteReferenceRefused(fastjsonschema.JsonSchemaDefinitionException):
+class RemoteReferenceRefused(LookupError):
     pass
 
 
-def _refuse(uri: str) -> Any:
+def refuse_retrieval(uri: str) -> Any:
+    """The validator's retriever: a reference outside the schema then fails to compile
+    instead of being fetched over the network or read from disk."""
     raise RemoteReferenceRefused(f"{LOCAL_ONLY}; the schema refers to {uri[:100]}")
-
-
-class _RefuseEveryScheme(Mapping[str, Callable[[str], Any]]):
-    """fastjsonschema's fetch handlers: it calls ``urlopen`` for a scheme with no handler, so
-    this mapping has one for every scheme (http, https, file, ftp, "" ...) and it refuses."""
-
-    def __getitem__(self, scheme: str) -> Callable[[str], Any]:
-        return _refuse
-
-    def __contains__(self, scheme: object) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
-NO_FETCH_HANDLERS: Mapping[str, Callable[[str], Any]] = _RefuseEveryScheme()
-
-
-class _NoFetch(LookupError):
-    pass
-
-
-def _refuse_retrieve(uri: str) -> referencing.Resource[Any]:
-    # referencing reports this as Unretrievable (an Unresolvable) for the reference.
-    raise _NoFetch(f"{LOCAL_ONLY}; the schema refers to {uri[:100]}")
-
-
-# jsonschema's registry: what the schema holds (and the drafts' metaschemas, which jsonschema
-# adds itself); any other URI is refused instead of retrieved (jsonschema's default registry
-# would fetch it with urlopen).
-NO_FETCH_REGISTRY: referencing.Registry[Any] = referencing.Registry(  # type: ignore[call-arg]
-    retrieve=_refuse_retrieve
-)

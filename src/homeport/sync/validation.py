@@ -1,41 +1,36 @@
 """JSON Schema validation of records.
 
-Every write is validated. The common case (a valid record) runs a compiled validator
-(fastjsonschema); only a failing record is checked again with jsonschema, which lists every
-failing field for the error answer.
+Every write is validated by jsonschema-rs (compiled, in Rust): every draft from 04 to 2020-12
+with its own keywords (``unevaluatedProperties``, ``dependentRequired``, ``prefixItems``, a
+``$ref`` beside other keywords), ``format`` checked, and ``pattern`` / ``patternProperties``
+matched by a linear-time regex engine, so that no pattern an admin declares can make a value a
+member writes stall the server (a backtracking engine takes exponential time on ``^(a+)+$``).
 
 A collection schema is one self-contained document (see :mod:`homeport.sync.schema_checks`):
-neither validator can fetch anything, and a stored schema that cannot be used (declared before
-these checks) rejects each write with a clear error instead of failing the request.
+the validator fetches nothing, and a stored schema that cannot be used (declared before these
+checks) rejects each write with a clear error instead of failing the request.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import fastjsonschema
-import jsonschema
-import referencing.exceptions
-from jsonschema.validators import validator_for as jsonschema_validator_for
+import jsonschema_rs
 
 from homeport.models.sync import Collection
 from homeport.sync import schema_checks
-from homeport.sync.schema_checks import NO_FETCH_HANDLERS, NO_FETCH_REGISTRY
+from homeport.sync.schema_checks import refuse_retrieval
 
 OWNER_FIELD_KEYWORD = "x-owner-field"
-# Compiling takes about 0.4 ms per 50 bytes of schema (a property) and holds the event loop:
-# at most about 2,500 properties, a second.
+# Declaring checks and compiles the schema in the request, holding the event loop (the
+# metaschema check takes about 0.1 ms per property): about 2,500 properties at most.
 SCHEMA_MAX_BYTES = 128 * 1024
 NESTED_TOO_DEEPLY = "the schema is nested too deeply for the validator"
-TOO_DEEP_OR_ENDLESS = "the schema is nested too deeply or refers to itself without end"
-RECORD_ENDLESS = (
-    "checking the record never ends: it is nested too deeply, or the collection schema "
-    "refers to itself without end"
+UNSUPPORTED_PATTERN = (
+    "is not a regular expression the validator supports (ECMA-262 without lookaround or "
+    "backreferences, so that matching takes linear time)"
 )
 
 
@@ -49,12 +44,15 @@ class SchemaError(ValueError):
         self.location = location
 
 
-def _compile(schema: dict[str, Any]) -> tuple[Callable[[Any], Any], Any]:
-    """Both validators for ``schema``; neither can do I/O. fastjsonschema gets a copy: it
-    rewrites the references of what it compiles."""
-    fast = fastjsonschema.compile(copy.deepcopy(schema), handlers=NO_FETCH_HANDLERS)
-    full_class = jsonschema_validator_for(schema, default=jsonschema.Draft202012Validator)
-    return fast, full_class(schema, registry=NO_FETCH_REGISTRY)
+def _compile(schema: dict[str, Any]) -> Any:
+    """The validator of ``schema``; it can do no I/O (a reference outside the schema fails to
+    compile: the retriever refuses every URI)."""
+    return jsonschema_rs.validator_for(
+        schema,
+        validate_formats=True,
+        pattern_options=jsonschema_rs.RegexOptions(),
+        retriever=refuse_retrieval,
+    )
 
 
 def _size(schema: dict[str, Any]) -> int:
@@ -72,38 +70,30 @@ def check_schema(schema: dict[str, Any]) -> None:
     if problem is not None:
         raise SchemaError(problem[1], problem[0])
     try:
-        jsonschema_validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        path = tuple(exc.absolute_path)
-        at = f" (at {schema_checks.location(path)})" if path else ""
-        raise SchemaError(f"invalid JSON Schema: {exc.message[:300]}{at}") from exc
-    except RecursionError as exc:
+        _compile(schema)  # checks the schema against its draft's metaschema too
+    except jsonschema_rs.ValidationError as exc:
+        raise _invalid(exc) from exc
+    except jsonschema_rs.ReferencingError as exc:
+        raise SchemaError(
+            f"a reference points to nothing in the schema: {_first_line(exc)}"
+        ) from exc
+    except ValueError as exc:  # "Recursion limit reached"
         raise SchemaError(NESTED_TOO_DEEPLY) from exc
-    try:
-        fast, full = _compile(schema)
-        # Compiling resolves every reference; checking a record shows a schema that would
-        # recurse without end where the static check above cannot see it.
-        with contextlib.suppress(fastjsonschema.JsonSchemaValueException):
-            fast({})
-        for _error in full.iter_errors({}):
-            pass
-    except schema_checks.RemoteReferenceRefused as exc:
-        raise SchemaError(str(exc)) from exc
-    except fastjsonschema.JsonSchemaDefinitionException as exc:
-        raise SchemaError(f"invalid JSON Schema: {getattr(exc, 'message', exc)}") from exc
-    except RecursionError as exc:
-        raise SchemaError(TOO_DEEP_OR_ENDLESS) from exc
-    except (SyntaxError, MemoryError) as exc:  # the generated code exceeds Python's limits
-        raise SchemaError(NESTED_TOO_DEEPLY) from exc
-    except referencing.exceptions.Unresolvable as exc:
-        raise SchemaError(f"a reference points to nothing in the schema: {exc}") from exc
-    except Exception as exc:  # the compiler rejects some constructs with other errors
-        raise SchemaError(f"unsupported JSON Schema: {exc}") from exc
     if schema.get("type", "object") != "object":
         raise SchemaError("a record schema must describe an object (type: object)")
     owner = schema.get(OWNER_FIELD_KEYWORD)
     if owner is not None and not isinstance(owner, str):
         raise SchemaError(f"{OWNER_FIELD_KEYWORD} must name a field")
+
+
+def _invalid(exc: Any) -> SchemaError:
+    """What the metaschema check found, where it is in the schema."""
+    where = schema_checks.location(tuple(exc.instance_path))
+    kind = exc.kind
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Format) and kind.format == "regex":
+        return SchemaError(f"{json.dumps(exc.instance)[:200]} {UNSUPPORTED_PATTERN}", where)
+    at = f" (at {where})" if where else ""
+    return SchemaError(f"invalid JSON Schema: {exc.message[:300]}{at}")
 
 
 def _unusable(reason: str) -> list[tuple[str, str]]:
@@ -117,61 +107,59 @@ def _unusable(reason: str) -> list[tuple[str, str]]:
     ]
 
 
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().split("\n", 1)[0][:300]
+
+
+def _field(error: Any) -> str:
+    path = ".".join(str(part) for part in error.instance_path)
+    if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Required):
+        missing = str(error.kind.property)
+        path = f"{path}.{missing}" if path else missing
+    return path or "(record)"
+
+
 @dataclass(frozen=True)
 class RecordValidator:
-    fast: Callable[[Any], Any] | None
-    full: Any
-    # Why the stored schema cannot check records (then ``fast`` and ``full`` are None and
-    # every record is rejected).
+    compiled: Any
+    # Why the stored schema cannot check records (then ``compiled`` is None and every record
+    # is rejected).
     unusable: str = ""
 
     def errors(self, document: dict[str, Any]) -> list[tuple[str, str]]:
         """(field path, message) for every violation; empty when the document is valid."""
-        if self.fast is None:
+        if self.compiled is None:
             return _unusable(self.unusable)
-        try:
-            self.fast(document)
+        if self.compiled.is_valid(document):
             return []
-        except fastjsonschema.JsonSchemaValueException:
-            pass
-        except RecursionError:
-            return [("(record)", RECORD_ENDLESS)]
-        found = []
-        try:
-            for error in self.full.iter_errors(document):
-                path = ".".join(str(part) for part in error.absolute_path)
-                if not path and error.validator == "required":
-                    missing = error.message.split("'")
-                    path = missing[1] if len(missing) > 1 else ""
-                found.append((path or "(record)", error.message[:200]))
-        except RecursionError:
-            return [("(record)", RECORD_ENDLESS)]
-        except referencing.exceptions.Unresolvable as exc:
-            return _unusable(f"a reference points to nothing: {exc}")
-        return sorted(found)
+        return sorted(
+            (_field(error), error.message[:200]) for error in self.compiled.iter_errors(document)
+        )
 
 
 def _rejecting(reason: str) -> RecordValidator:
-    return RecordValidator(None, None, reason)
+    return RecordValidator(None, reason)
 
 
-def _usable(schema: Any) -> RecordValidator:
+def validator_of(schema: Any) -> RecordValidator:
     """The validator of a stored schema; one that rejects every record (with the reason) when
-    the schema cannot be used, so that a write never fails with an exception."""
+    the schema cannot be used, so that a write never fails with an exception. The checks of a
+    declaration run first: a schema stored before them is judged by the same rules."""
     if not isinstance(schema, dict):
         return _rejecting("it is not a JSON object")
-    problem = schema_checks.value_problem(schema)
+    problem = (
+        schema_checks.value_problem(schema)
+        or schema_checks.dialect_problem(schema)
+        or schema_checks.reference_problem(schema)
+    )
     if problem is not None:
         return _rejecting(str(SchemaError(problem[1], problem[0])))
     try:
-        fast, full = _compile(schema)
-    except RecursionError:
-        return _rejecting(TOO_DEEP_OR_ENDLESS)
-    except (SyntaxError, MemoryError):
+        return RecordValidator(_compile(schema))
+    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as exc:
+        return _rejecting(_first_line(exc))
+    except ValueError:
         return _rejecting(NESTED_TOO_DEEPLY)
-    except Exception as exc:  # a reference outside the schema, or one to nothing
-        return _rejecting(str(getattr(exc, "message", exc)))
-    return RecordValidator(fast, full)
 
 
 # Compiled validators by (collection id, schema version): a schema change bumps the version,
@@ -186,5 +174,5 @@ def validator_for(collection: Collection) -> RecordValidator:
     if found is None:
         if len(_COMPILED) >= _MAX_COMPILED:
             _COMPILED.clear()
-        found = _COMPILED[key] = _usable(collection.json_schema)
+        found = _COMPILED[key] = validator_of(collection.json_schema)
     return found

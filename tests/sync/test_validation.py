@@ -1,0 +1,206 @@
+"""Record validation: every draft's own keywords are enforced, formats are checked, and
+patterns run on a linear-time engine (a pattern that makes a backtracking engine take
+exponential time is as fast as any other). Through the API on both databases, and the
+validator alone for the semantics of each keyword."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from homeport.sync.validation import validator_for
+from tests.sync.conftest import World, upsert
+from tests.sync.test_schema_safety import declare, in_memory, refused, stored_names
+
+# On a backtracking engine (Python's re), "^(a+)+$" against 30 "a" and one "!" takes minutes;
+# each further "a" doubles it.
+EVIL = "^(a+)+$"
+EVIL_VALUE = "a" * 5000 + "!"
+
+
+def fields(schema: dict[str, Any], document: dict[str, Any]) -> list[str]:
+    return [where for where, _ in validator_for(in_memory(schema)).errors(document)]
+
+
+@pytest.mark.timeout(30)
+async def test_a_catastrophic_pattern_rejects_a_hostile_value_at_once(world: World) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "pattern": EVIL}},
+        "patternProperties": {EVIL: {"type": "integer"}},
+    }
+    created = await declare(world, schema, name="codes")
+    assert created.status_code == 201, created.text
+    phone = await world.device("tech@acme.example.com")
+    started = time.monotonic()
+    answer = await phone.push(
+        [
+            upsert("codes", "c1", {"code": EVIL_VALUE}),
+            upsert("codes", "c2", {EVIL_VALUE: 1, "aaaa": "not an integer"}),
+            upsert("codes", "c3", {"code": "aaaa", "aaaa": 4}),
+        ]
+    )
+    elapsed = time.monotonic() - started
+    body = answer.json()
+    assert [r["status"] for r in body["results"]] == ["rejected", "rejected", "applied"]
+    assert body["errors"][0]["fields"] == ["code"]
+    assert body["errors"][1]["fields"] == ["aaaa"]
+    assert elapsed < 10, elapsed  # minutes on a backtracking engine; milliseconds here
+    # The REST face checks the same way.
+    rest = await world.harness.client.post(
+        "/api/v1/collections/codes/records",
+        json={"id": "c4", "code": EVIL_VALUE},
+        headers=world.owner.headers,
+    )
+    assert rest.status_code == 422, rest.text
+    assert rest.json()["code"] == "VALIDATION_001"
+
+
+@pytest.mark.parametrize(
+    ("schema", "where"),
+    [
+        pytest.param({"pattern": "(?<=a)b"}, "schema.properties.a.pattern", id="lookbehind"),
+        pytest.param({"pattern": "(a)\\1"}, "schema.properties.a.pattern", id="backreference"),
+        pytest.param({"pattern": "(?=x)"}, "schema.properties.a.pattern", id="lookahead"),
+    ],
+)
+async def test_a_pattern_the_engine_cannot_run_is_refused_where_it_is(
+    world: World, schema: dict[str, Any], where: str
+) -> None:
+    problem = refused(await declare(world, {"type": "object", "properties": {"a": schema}}))
+    assert problem["detail"].startswith(where), problem
+    assert "lookaround or backreferences" in problem["detail"]
+    assert await stored_names(world) == []
+    keys = {"type": "object", "patternProperties": {"(?<=a)b": {}}}
+    problem = refused(await declare(world, keys))
+    assert "patternProperties" in problem["detail"], problem
+    assert await stored_names(world) == []
+
+
+async def test_keywords_of_2020_12_are_enforced_on_writes(world: World) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "tags": {"type": "array", "prefixItems": [{"type": "string"}]},
+            "due": {"type": "string", "format": "date"},
+            "assignee": {"type": "string", "format": "email"},
+        },
+        "dependentRequired": {"due": ["assignee"]},
+        "unevaluatedProperties": False,
+        "patternProperties": {"^x_": {}},
+    }
+    created = await declare(world, schema, name="jobs")
+    assert created.status_code == 201, created.text
+    phone = await world.device("tech@acme.example.com")
+    answer = await phone.push(
+        [
+            upsert("jobs", "ok", {"title": "a", "x_note": 1, "tags": ["t", 2]}),
+            upsert("jobs", "extra", {"title": "a", "surprise": True}),
+            upsert("jobs", "dependent", {"title": "a", "due": "2026-12-24"}),
+            upsert("jobs", "prefix", {"title": "a", "tags": [1]}),
+            upsert("jobs", "date", {"title": "a", "due": "24.12.2026", "assignee": "a@b.example"}),
+            upsert("jobs", "email", {"title": "a", "due": "2026-12-24", "assignee": "nobody"}),
+        ]
+    )
+    body = answer.json()
+    statuses = {r["id"]: r["status"] for r in body["results"]}
+    assert statuses == {
+        "ok": "applied",
+        "extra": "rejected",
+        "dependent": "rejected",
+        "prefix": "rejected",
+        "date": "rejected",
+        "email": "rejected",
+    }
+    fields_by_message = [error["fields"] for error in body["errors"]]
+    assert fields_by_message == [["(record)"], ["assignee"], ["tags.0"], ["due"], ["assignee"]]
+
+
+@pytest.mark.parametrize(
+    ("schema", "valid", "invalid", "where"),
+    [
+        pytest.param(
+            {"properties": {"a": {"type": "string"}}, "unevaluatedProperties": False},
+            {"a": "x"},
+            {"a": "x", "b": 1},
+            ["(record)"],
+            id="unevaluatedProperties",
+        ),
+        pytest.param(
+            {"dependentRequired": {"a": ["b"]}}, {"a": 1, "b": 2}, {"a": 1}, ["b"], id="dependent"
+        ),
+        pytest.param(
+            {"properties": {"t": {"contains": {"type": "string"}, "minContains": 2}}},
+            {"t": ["a", "b", 3]},
+            {"t": ["a", 3]},
+            ["t"],
+            id="minContains",
+        ),
+        pytest.param(
+            {
+                "$defs": {"s": {"type": "string"}},
+                "properties": {"a": {"$ref": "#/$defs/s", "maxLength": 2}},
+            },
+            {"a": "ab"},
+            {"a": "abc"},
+            ["a"],
+            id="ref-beside-keywords",
+        ),
+        pytest.param(
+            {"properties": {"d": {"pattern": "^\\d+$"}}},
+            {"d": "123"},
+            {"d": "١٢٣"},  # Arabic-Indic digits: \d is 0-9, as in ECMA-262
+            ["d"],
+            id="digits-are-ascii",
+        ),
+        pytest.param(
+            {"properties": {"d": {"pattern": "^a$"}}},
+            {"d": "a"},
+            {"d": "a\n"},
+            ["d"],
+            id="dollar-is-the-end",
+        ),
+        pytest.param(
+            {"properties": {"u": {"format": "uuid"}, "x": {"format": "made-up"}}},
+            {"u": "8c5c3c1e-8e0e-4b7e-9a55-4d1ea9f0a1b2", "x": "anything"},
+            {"u": "not-a-uuid"},
+            ["u"],
+            id="formats",
+        ),
+        pytest.param(
+            {"properties": {"owner": {"required": ["id"]}}, "required": ["title"]},
+            {"title": "t", "owner": {"id": 1}},
+            {"owner": {}},
+            ["owner.id", "title"],
+            id="required-names-the-field",
+        ),
+    ],
+)
+def test_each_keyword_is_checked(
+    schema: dict[str, Any], valid: dict[str, Any], invalid: dict[str, Any], where: list[str]
+) -> None:
+    schema = {"type": "object", **schema}
+    assert fields(schema, valid) == []
+    assert fields(schema, invalid) == where
+
+
+def test_draft_07_keeps_its_own_ref_semantics() -> None:
+    # Before 2019-09, "$ref" replaces the keywords beside it.
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "definitions": {"s": {"type": "string"}},
+        "properties": {"a": {"$ref": "#/definitions/s", "maxLength": 2}},
+    }
+    assert fields(schema, {"a": "long"}) == []
+    assert fields(schema, {"a": 1}) == ["a"]
+    draft_04 = {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "object",
+        "properties": {"n": {"type": "number", "maximum": 3, "exclusiveMaximum": True}},
+    }
+    assert fields(draft_04, {"n": 2.5}) == []
+    assert fields(draft_04, {"n": 3}) == ["n"]
