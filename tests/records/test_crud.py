@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from tests.records.conftest import ORDERS, Rest
 
 
@@ -188,3 +190,37 @@ async def test_unknown_collection_is_404(rest: Rest) -> None:
     )
     assert answer.status_code == 404
     assert answer.json()["code"] == "NOT_FOUND"
+
+
+async def test_ids_with_slashes_and_reserved_characters_are_addressable(rest: Rest) -> None:
+    """Ids may hold "/" (``orders/2026/17``) and other reserved characters: escaped in the
+    path they name the record, and ``Location`` gives them escaped."""
+    for record_id in ("orders/2026/17", "a?b#c", "100%", "ü 1"):
+        answer = await rest.client.post(
+            ORDERS, json={"id": record_id, "title": "Pump"}, headers=rest.owner.headers
+        )
+        assert answer.status_code == 201, answer.text
+        escaped = quote(record_id, safe="")
+        assert answer.headers["location"] == f"{ORDERS}/{escaped}"
+        url = f"{ORDERS}/{escaped}"
+        got = await rest.client.get(url, headers=rest.owner.headers)
+        assert got.status_code == 200, (record_id, got.text)
+        assert got.json()["id"] == record_id
+        patched = await rest.client.patch(
+            url,
+            json={"title": "Valve"},
+            headers={**rest.owner.headers, "If-Match": '"1"'},
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["data"] == {"id": record_id, "title": "Valve"}
+        replaced = await rest.client.put(url, json={"title": "Hose"}, headers=rest.owner.headers)
+        assert replaced.status_code == 200, replaced.text
+        deleted = await rest.client.delete(url, headers=rest.owner.headers)
+        assert deleted.status_code == 204, deleted.text
+        gone = await rest.client.get(url, headers=rest.owner.headers)
+        assert gone.status_code == 404
+    # The neighbouring id is another record, not a prefix match.
+    await rest.create({"id": "orders/2026", "title": "Parent"})
+    missing = await rest.client.get(f"{ORDERS}/orders%2F2026%2F1", headers=rest.owner.headers)
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "NOT_FOUND"

@@ -555,7 +555,7 @@ def test_names_and_values_are_not_references(listener: Listener) -> None:
 
 
 async def test_a_schema_over_the_size_limit_is_refused_before_compiling(world: World) -> None:
-    # Compiling holds the server for about 0.4 ms per property: the size bounds that.
+    # Checking and compiling hold the server in proportion to the size: the limit bounds that.
     def properties(count: int) -> dict[str, Any]:
         fields = {f"field_{i:05}": {"type": "string", "maxLength": 200} for i in range(count)}
         return {"type": "object", "properties": fields}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 
@@ -155,7 +156,7 @@ async def list_records(
 
 
 @router.get(
-    "/records/{record_id}",
+    "/records/{record_id:path}",
     response_model=None,
     summary="One record, with an ETag; If-None-Match gives 304",
     responses=_documented(
@@ -202,12 +203,14 @@ async def create_record(
     view = await _write(credentials, collection, BatchOperation(op="create", data=data))
     assert view is not None
     response = _record_response(view, status.HTTP_201_CREATED)
-    response.headers["Location"] = f"{request.url.path.rstrip('/')}/{view.record_id}"
+    # Escaped: an id may hold "/", "?", "#", "%" or non-ASCII characters.
+    location = quote(view.record_id, safe="")
+    response.headers["Location"] = f"{request.url.path.rstrip('/')}/{location}"
     return response
 
 
 @router.put(
-    "/records/{record_id}",
+    "/records/{record_id:path}",
     response_model=None,
     summary="Replace a record (If-Match for optimistic concurrency)",
     responses=_documented(
@@ -229,7 +232,7 @@ async def replace_record(
 
 
 @router.patch(
-    "/records/{record_id}",
+    "/records/{record_id:path}",
     response_model=None,
     summary="Change a record with a JSON Merge Patch (RFC 7396: null removes a field)",
     openapi_extra={
@@ -260,7 +263,7 @@ async def patch_record(
 
 
 @router.delete(
-    "/records/{record_id}",
+    "/records/{record_id:path}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a record (a tombstone in the sync feed)",
     responses=_documented(*_WRITE_ERRORS, extra=_PRECONDITION),

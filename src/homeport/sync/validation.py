@@ -24,8 +24,8 @@ from homeport.sync import schema_checks
 from homeport.sync.schema_checks import refuse_retrieval
 
 OWNER_FIELD_KEYWORD = "x-owner-field"
-# Declaring checks and compiles the schema in the request, holding the event loop (the
-# metaschema check takes about 0.1 ms per property): about 2,500 properties at most.
+# Declaring checks and compiles the schema in the request, holding the event loop (about
+# 13 microseconds per property, 32 ms at this size): about 2,500 properties at most.
 SCHEMA_MAX_BYTES = 128 * 1024
 NESTED_TOO_DEEPLY = "the schema is nested too deeply for the validator"
 UNSUPPORTED_PATTERN = (
