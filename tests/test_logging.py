@@ -44,3 +44,32 @@ def test_secret_keys_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
     assert line["password"] == REDACTED
     assert line["authorization"] == REDACTED
     assert line["nested"] == {"api_key": REDACTED, "ok": 1}
+
+
+def test_standard_logging_lines_come_out_in_the_same_format(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """uvicorn's own lines and the libraries' warnings, one JSON object each, redacted too."""
+    import logging
+
+    configure_logging("INFO", json_output=True)
+    configure_logging("INFO", json_output=True)  # again, as every app start does: one handler
+    logging.getLogger("uvicorn.error").info("Uvicorn running on %s", "http://127.0.0.1:1")
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    logging.getLogger("some.library").info("chatter below WARNING stays out")
+    logging.getLogger("some.library").warning("retrying", extra={"password": "hunter22"})
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("some.library").exception("failed")
+    lines = [json.loads(line) for line in capsys.readouterr().err.strip().splitlines()]
+    events = [(line["logger"], line["level"], line["event"]) for line in lines]
+    assert events == [
+        ("uvicorn.error", "info", "Uvicorn running on http://127.0.0.1:1"),
+        ("uvicorn.error", "warning", "Invalid HTTP request received."),
+        ("some.library", "warning", "retrying"),
+        ("some.library", "error", "failed"),
+    ]
+    assert "RuntimeError: boom" in lines[-1]["exception"]
+    assert lines[2]["password"] == REDACTED  # extra fields are kept, and redacted
+    assert "hunter22" not in json.dumps(lines)

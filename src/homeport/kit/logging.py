@@ -50,12 +50,53 @@ def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(file=sys.stderr)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to the ``sys.stderr`` of the moment (redirected streams included)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _route_standard_logging(renderer: Any, level: int) -> None:
+    """Lines of the standard ``logging`` module (uvicorn's, the libraries') in the same format,
+    with the same redaction: one log stream of one format for whoever collects it. Libraries
+    speak from WARNING up; uvicorn's own messages (start, stop, refused requests) from the
+    configured level."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(),
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_processor,
+            structlog.processors.format_exc_info,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = _StderrHandler()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    # Configuring again (every app start) replaces the handler instead of adding one.
+    for old in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(max(level, logging.WARNING))
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).setLevel(level)
+
+
 def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json_output
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -65,13 +106,12 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         # Resolve sys.stderr at each use, so redirected streams (tests, daemons) get the logs.
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(renderer, threshold)
 
 
 def get_logger(name: str) -> Any:
