@@ -79,6 +79,31 @@ async def test_a_pattern_the_engine_cannot_run_is_refused_where_it_is(
     assert await stored_names(world) == []
 
 
+@pytest.mark.parametrize("pattern", ["^.{1,500}$", "^\\p{L}{1,200}$", "[a-z]{1,5000}x"])
+async def test_a_pattern_too_large_once_compiled_is_refused_with_the_way_out(
+    world: World, pattern: str
+) -> None:
+    # Matching costs the text's length times the compiled pattern's size: the size is bounded.
+    schema = {"type": "object", "properties": {"name": {"type": "string", "pattern": pattern}}}
+    problem = refused(await declare(world, schema))
+    assert problem["detail"].startswith("schema.properties.name.pattern:"), problem
+    assert "too large once compiled" in problem["detail"]
+    assert "maxLength" in problem["detail"]
+    # What it says to do instead is accepted, and checks the same.
+    schema["properties"]["name"] = {"type": "string", "pattern": "^\\p{L}+$", "maxLength": 200}
+    created = await declare(world, schema)
+    assert created.status_code == 201, created.text
+    phone = await world.device("tech@acme.example.com")
+    answer = await phone.push(
+        [
+            upsert("probe", "p1", {"name": "Zoë"}),
+            upsert("probe", "p2", {"name": "Zoë" * 100}),
+            upsert("probe", "p3", {"name": "R2D2"}),
+        ]
+    )
+    assert [r["status"] for r in answer.json()["results"]] == ["applied", "rejected", "rejected"]
+
+
 async def test_keywords_of_2020_12_are_enforced_on_writes(world: World) -> None:
     schema = {
         "type": "object",

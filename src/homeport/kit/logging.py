@@ -87,7 +87,12 @@ def _route_standard_logging(renderer: Any, level: int) -> None:
     root.addHandler(handler)
     root.setLevel(max(level, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).setLevel(level)
+        # Through the root handler only (uvicorn's own logging config, when one ran in this
+        # process, gives them handlers of their own and stops propagation).
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
+        server_logger.setLevel(level)
 
 
 def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
