@@ -229,3 +229,120 @@ def test_draft_07_keeps_its_own_ref_semantics() -> None:
     }
     assert fields(draft_04, {"n": 2.5}) == []
     assert fields(draft_04, {"n": 3}) == ["n"]
+
+
+def _doubling() -> dict[str, Any]:
+    # Each level of "c" applies the whole schema twice: 2^depth checks for a record depth deep.
+    return {
+        "type": "object",
+        "properties": {
+            "c": {"allOf": [{"$ref": "#"}, {"$ref": "#"}]},
+            "s": {"type": "string", "maxLength": 1},
+        },
+    }
+
+
+def _chain(length: int) -> dict[str, Any]:
+    definitions: dict[str, Any] = {
+        f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}]} for i in range(length)
+    }
+    definitions[f"d{length}"] = {"type": "string"}
+    return {"type": "object", "$defs": definitions, "properties": {"x": {"$ref": "#/$defs/d0"}}}
+
+
+COSTLY = [
+    pytest.param(_doubling(), "more than 256 subschemas", id="doubling-per-level"),
+    pytest.param(_chain(300), "more than 256 subschemas", id="long-chain"),
+    pytest.param(
+        {
+            "type": "object",
+            "properties": {"t": {"allOf": [{"pattern": f"a{i}"} for i in range(17)]}},
+        },
+        "more than 16 patterns",
+        id="patterns-on-one-field",
+    ),
+    pytest.param(
+        {
+            "type": "object",
+            "allOf": [{"properties": {"t": {"pattern": f"a{i}"}}} for i in range(17)],
+        },
+        "more than 16 patterns",
+        id="patterns-through-allOf",
+    ),
+    pytest.param(
+        {"type": "object", "patternProperties": {f"^a{i}": {} for i in range(17)}},
+        "more than 16 patterns",
+        id="patterns-on-names",
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "reason"), COSTLY)
+async def test_a_schema_whose_checks_could_explode_is_refused(
+    world: World, schema: dict[str, Any], reason: str
+) -> None:
+    problem = refused(await declare(world, schema))
+    assert reason in problem["detail"], problem
+    assert await stored_names(world) == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("schema", "reason"), COSTLY)
+def test_a_stored_schema_whose_checks_could_explode_rejects_writes_at_once(
+    schema: dict[str, Any], reason: str
+) -> None:
+    record: dict[str, Any] = {"s": "xx", "t": "x", "x": "x"}
+    for _ in range(40):  # 2^40 checks under the doubling schema
+        record = {"c": record}
+    [(where, message)] = validator_for(in_memory(schema)).errors(record)
+    assert where == "(record)"
+    assert "collection schema cannot be used" in message
+    assert reason in message
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        pytest.param(
+            {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string", "pattern": "^\\S"},
+                    "children": {"type": "array", "items": {"$ref": "#"}},
+                },
+            },
+            id="tree",
+        ),
+        pytest.param(
+            {
+                "type": "object",
+                "$defs": {
+                    "address": {
+                        "type": "object",
+                        "properties": {f"line{i}": {"type": "string"} for i in range(20)},
+                    }
+                },
+                "properties": {f"site{i}": {"$ref": "#/$defs/address"} for i in range(300)},
+            },
+            id="one-definition-used-300-times",
+        ),
+        pytest.param(
+            {
+                "type": "object",
+                "properties": {
+                    f"code{i}": {"type": "string", "pattern": "^[A-Z]{3}$"} for i in range(500)
+                },
+            },
+            id="a-pattern-on-each-of-500-fields",
+        ),
+        pytest.param(
+            {"type": "object", "allOf": [{"$ref": "#/$defs/a"}] * 16, "$defs": {"a": {}}},
+            id="sixteen-applications",
+        ),
+    ],
+)
+async def test_ordinary_large_schemas_are_within_the_bounds(
+    world: World, schema: dict[str, Any]
+) -> None:
+    created = await declare(world, schema)
+    assert created.status_code == 201, created.text

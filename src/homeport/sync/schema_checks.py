@@ -27,6 +27,8 @@ from homeport.kit.text import whole_number
 
 Problem = tuple[str, str]
 Path = tuple[str | int, ...]
+# Where each reference points: (path of the object holding it, keyword) -> path of the target.
+Targets = dict[tuple[Path, str], Path]
 
 # Levels of objects and arrays a schema may have. Deeper schemas are of no use for records and
 # make the validators exceed Python's limits (recursion, nested blocks in generated code).
@@ -51,9 +53,9 @@ _NAME_MAPS = frozenset(
 )
 # Keywords that apply a subschema to the same instance (not to one of its fields or items): a
 # cycle made only of these and of references never ends.
-_IN_PLACE_ONE = ("not", "if", "then", "else")
-_IN_PLACE_MANY = ("allOf", "anyOf", "oneOf")
-_IN_PLACE_MAPS = ("dependentSchemas", "dependencies")
+IN_PLACE_ONE = ("not", "if", "then", "else")
+IN_PLACE_MANY = ("allOf", "anyOf", "oneOf")
+IN_PLACE_MAPS = ("dependentSchemas", "dependencies")
 _UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -228,8 +230,6 @@ def reference_problem(schema: dict[str, Any]) -> Problem | None:
             reference = node.get(keyword, "#")
             if not isinstance(reference, str) or not reference.startswith("#"):
                 return location((*path, keyword)), LOCAL_ONLY
-    anchors = _anchors(schema)
-    targets: dict[tuple[Path, str], Path] = {}
     for node, path in _objects(schema):
         for keyword in ("$id", "id"):
             value = node.get(keyword)
@@ -238,38 +238,49 @@ def reference_problem(schema: dict[str, Any]) -> Problem | None:
                     f"{keyword} may only be given at the top of the schema (a collection schema "
                     "is one document); refer to a subschema by its path, e.g. #/$defs/name"
                 )
-        for keyword in REFERENCE_KEYWORDS:
-            if keyword not in node:
-                continue
-            reference = node[keyword]
-            target = _resolve(schema, reference, anchors)
-            if isinstance(target, str):
-                return location((*path, keyword)), target
-            targets[(path, keyword)] = target
+    targets = reference_targets(schema)
+    if isinstance(targets, tuple):
+        return targets
     return _endless(schema, targets)
 
 
-def _in_place(schema: Any, path: Path, targets: dict[tuple[Path, str], Path]) -> list[Path]:
+def reference_targets(schema: dict[str, Any]) -> Targets | Problem:
+    """Where each reference of ``schema`` points: (path of the object, keyword) -> path of the
+    target; or the first reference that points to nothing."""
+    anchors = _anchors(schema)
+    targets: Targets = {}
+    for node, path in _objects(schema):
+        for keyword in REFERENCE_KEYWORDS:
+            if keyword not in node:
+                continue
+            target = _resolve(schema, node[keyword], anchors)
+            if isinstance(target, str):
+                return location((*path, keyword)), target
+            targets[(path, keyword)] = target
+    return targets
+
+
+def _in_place(schema: Any, path: Path, targets: Targets) -> list[Path]:
     """The schemas applied to the same instance as the one at ``path`` (refs included)."""
     node = _at(schema, path)
     if not isinstance(node, dict):
         return []
     found = [targets[(path, k)] for k in REFERENCE_KEYWORDS if (path, k) in targets]
-    found.extend((*path, k) for k in _IN_PLACE_ONE if isinstance(node.get(k), dict))
-    for keyword in _IN_PLACE_MANY:
+    found.extend((*path, k) for k in IN_PLACE_ONE if isinstance(node.get(k), dict))
+    for keyword in IN_PLACE_MANY:
         items = node.get(keyword)
         if isinstance(items, list):
             found.extend(
                 (*path, keyword, i) for i, item in enumerate(items) if isinstance(item, dict)
             )
-    for keyword in _IN_PLACE_MAPS:
+    for keyword in IN_PLACE_MAPS:
         mapping = node.get(keyword)
         if isinstance(mapping, dict):
             found.extend((*path, keyword, k) for k, v in mapping.items() if isinstance(v, dict))
     return found
 
 
-def _endless(schema: dict[str, Any], targets: dict[tuple[Path, str], Path]) -> Problem | None:
+def _endless(schema: dict[str, Any], targets: Targets) -> Problem | None:
     """A cycle of in-place applications (depth-first search; a path on the stack seen again)."""
     done: set[Path] = set()
     for _node, start in _objects(schema):
@@ -295,9 +306,7 @@ def _endless(schema: dict[str, Any], targets: dict[tuple[Path, str], Path]) -> P
     return None
 
 
-def _closing(
-    schema: dict[str, Any], path: Path, step: Path, targets: dict[tuple[Path, str], Path]
-) -> Path:
+def _closing(schema: dict[str, Any], path: Path, step: Path, targets: Targets) -> Path:
     """The reference at ``path`` that leads back to ``step`` (else the step itself)."""
     for keyword in REFERENCE_KEYWORDS:
         if targets.get((path, keyword)) == step:

@@ -5,6 +5,8 @@ with its own keywords (``unevaluatedProperties``, ``dependentRequired``, ``prefi
 ``$ref`` beside other keywords), ``format`` checked, and ``pattern`` / ``patternProperties``
 matched by a linear-time regex engine, so that no pattern an admin declares can make a value a
 member writes stall the server (a backtracking engine takes exponential time on ``^(a+)+$``).
+How much checking one value can take is bounded when the schema is declared
+(:mod:`homeport.sync.schema_cost`).
 
 A collection schema is one self-contained document (see :mod:`homeport.sync.schema_checks`):
 the validator fetches nothing, and a stored schema that cannot be used (declared before these
@@ -22,6 +24,7 @@ import jsonschema_rs
 from homeport.models.sync import Collection
 from homeport.sync import schema_checks
 from homeport.sync.schema_checks import refuse_retrieval
+from homeport.sync.schema_cost import cost_problem
 
 OWNER_FIELD_KEYWORD = "x-owner-field"
 # Declaring checks and compiles the schema in the request, holding the event loop (about
@@ -83,7 +86,10 @@ def check_schema(schema: dict[str, Any]) -> None:
     if problem is None and _size(schema) > SCHEMA_MAX_BYTES:
         problem = ("", f"a collection schema is at most {SCHEMA_MAX_BYTES // 1024} KiB of JSON")
     problem = (
-        problem or schema_checks.dialect_problem(schema) or schema_checks.reference_problem(schema)
+        problem
+        or schema_checks.dialect_problem(schema)
+        or schema_checks.reference_problem(schema)
+        or cost_problem(schema)
     )
     if problem is not None:
         raise SchemaError(problem[1], problem[0])
@@ -170,6 +176,7 @@ def validator_of(schema: Any) -> RecordValidator:
         schema_checks.value_problem(schema)
         or schema_checks.dialect_problem(schema)
         or schema_checks.reference_problem(schema)
+        or cost_problem(schema)
     )
     if problem is not None:
         return _rejecting(str(SchemaError(problem[1], problem[0])))
