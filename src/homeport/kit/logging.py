@@ -46,6 +46,15 @@ def _redact_processor(
     return event_dict
 
 
+# Every line, ours and the standard library's: level, time, redaction, the exception's text.
+_COMMON_PROCESSORS: tuple[Any, ...] = (
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    _redact_processor,
+    structlog.processors.format_exc_info,
+)
+
+
 def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(file=sys.stderr)
 
@@ -71,10 +80,7 @@ def _route_standard_logging(renderer: Any, level: int) -> None:
         foreign_pre_chain=[
             structlog.stdlib.add_logger_name,
             structlog.stdlib.ExtraAdder(),
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact_processor,
-            structlog.processors.format_exc_info,
+            *_COMMON_PROCESSORS,
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
@@ -103,14 +109,7 @@ def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     )
     threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact_processor,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *_COMMON_PROCESSORS, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
         # Resolve sys.stderr at each use, so redirected streams (tests, daemons) get the logs.
         logger_factory=_stderr_logger,

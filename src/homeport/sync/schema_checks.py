@@ -216,20 +216,23 @@ def _resolve(schema: Any, reference: str, anchors: dict[str, Path]) -> Path | st
     return tuple(path)
 
 
-def _at(schema: Any, path: Path) -> Any:
+def at(schema: Any, path: Path) -> Any:
     node = schema
     for part in path:
         node = node[part]
     return node
 
 
-def reference_problem(schema: dict[str, Any]) -> Problem | None:
-    """Where ``schema`` refers outside itself, to nothing, or to itself without end."""
+def references(schema: dict[str, Any]) -> Targets | Problem:
+    """Where each reference of ``schema`` points (see :data:`Targets`); or where it refers
+    outside itself, to nothing, or to itself without end."""
     for node, path in _objects(schema):
         for keyword in REFERENCE_KEYWORDS:
             reference = node.get(keyword, "#")
             if not isinstance(reference, str) or not reference.startswith("#"):
                 return location((*path, keyword)), LOCAL_ONLY
+    anchors = _anchors(schema)
+    targets: Targets = {}
     for node, path in _objects(schema):
         for keyword in ("$id", "id"):
             value = node.get(keyword)
@@ -238,18 +241,6 @@ def reference_problem(schema: dict[str, Any]) -> Problem | None:
                     f"{keyword} may only be given at the top of the schema (a collection schema "
                     "is one document); refer to a subschema by its path, e.g. #/$defs/name"
                 )
-    targets = reference_targets(schema)
-    if isinstance(targets, tuple):
-        return targets
-    return _endless(schema, targets)
-
-
-def reference_targets(schema: dict[str, Any]) -> Targets | Problem:
-    """Where each reference of ``schema`` points: (path of the object, keyword) -> path of the
-    target; or the first reference that points to nothing."""
-    anchors = _anchors(schema)
-    targets: Targets = {}
-    for node, path in _objects(schema):
         for keyword in REFERENCE_KEYWORDS:
             if keyword not in node:
                 continue
@@ -257,12 +248,12 @@ def reference_targets(schema: dict[str, Any]) -> Targets | Problem:
             if isinstance(target, str):
                 return location((*path, keyword)), target
             targets[(path, keyword)] = target
-    return targets
+    return _endless(schema, targets) or targets
 
 
-def _in_place(schema: Any, path: Path, targets: Targets) -> list[Path]:
+def in_place(schema: Any, path: Path, targets: Targets) -> list[Path]:
     """The schemas applied to the same instance as the one at ``path`` (refs included)."""
-    node = _at(schema, path)
+    node = at(schema, path)
     if not isinstance(node, dict):
         return []
     found = [targets[(path, k)] for k in REFERENCE_KEYWORDS if (path, k) in targets]
@@ -287,9 +278,7 @@ def _endless(schema: dict[str, Any], targets: Targets) -> Problem | None:
         if start in done:
             continue
         on_stack = {start}
-        stack: list[tuple[Path, Iterator[Path]]] = [
-            (start, iter(_in_place(schema, start, targets)))
-        ]
+        stack: list[tuple[Path, Iterator[Path]]] = [(start, iter(in_place(schema, start, targets)))]
         while stack:
             path, successors = stack[-1]
             step = next(successors, None)
@@ -302,7 +291,7 @@ def _endless(schema: dict[str, Any], targets: Targets) -> Problem | None:
                 return location(_closing(schema, path, step, targets)), ENDLESS
             if step not in done:
                 on_stack.add(step)
-                stack.append((step, iter(_in_place(schema, step, targets))))
+                stack.append((step, iter(in_place(schema, step, targets))))
     return None
 
 

@@ -20,7 +20,6 @@ limits, so that a schema with an exponential count is judged in linear time.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +32,9 @@ from homeport.sync.schema_checks import (
     Path,
     Problem,
     Targets,
+    at,
+    in_place,
     location,
-    reference_targets,
 )
 
 MAX_APPLIED = 256
@@ -129,12 +129,6 @@ class _Estimate:
         self._worst: dict[tuple[Path, int], Cost] = {}
         self._leaves: dict[Path, Cost] = {}
 
-    def node(self, path: Path) -> Any:
-        node: Any = self.schema
-        for part in path:
-            node = node[part]
-        return node
-
     def worst(self, path: Path, depth: int) -> Cost:
         """The worst value's cost under the subschema at ``path``, for records ``depth``
         levels deep below it."""
@@ -145,7 +139,7 @@ class _Estimate:
         found = self._worst.get(key)
         if found is None:
             found = self._worst[key] = self.applied(path, depth).worst()
-            node = self.node(path)
+            node = at(self.schema, path)
             if not isinstance(node, dict) or not (node.keys() & _APPLICATORS):
                 # Applies nothing further: the same at every depth.
                 self._leaves[path] = found
@@ -158,33 +152,17 @@ class _Estimate:
         found = self._applied.get(key)
         if found is not None:
             return found
-        node = self.node(path)
+        node = at(self.schema, path)
         total = _Applied(applied=1)
         if isinstance(node, dict):
             if isinstance(node.get("pattern"), str):
                 total.scans = 1
             if depth > 0:
                 self._children(node, path, depth - 1, total)
-            for in_place in self._in_place(node, path):
-                total.add(self.applied(in_place, depth))
+            for same_value in in_place(self.schema, path, self.targets):
+                total.add(self.applied(same_value, depth))
         self._applied[key] = total
         return total
-
-    def _in_place(self, node: dict[str, Any], path: Path) -> Iterator[Path]:
-        for keyword in REFERENCE_KEYWORDS:
-            if (path, keyword) in self.targets:
-                yield self.targets[(path, keyword)]
-        for keyword in IN_PLACE_ONE:
-            if isinstance(node.get(keyword), dict | bool):
-                yield (*path, keyword)
-        for keyword in IN_PLACE_MANY:
-            if isinstance(node.get(keyword), list):
-                yield from ((*path, keyword, index) for index in range(len(node[keyword])))
-        for keyword in IN_PLACE_MAPS:
-            if isinstance(node.get(keyword), dict):
-                for name, value in node[keyword].items():
-                    if isinstance(value, dict | bool):
-                        yield (*path, keyword, name)
 
     def _children(self, node: dict[str, Any], path: Path, depth: int, total: _Applied) -> None:
         properties = node.get("properties")
@@ -213,13 +191,10 @@ class _Estimate:
                     total.items = _plus(total.items, self.worst((*path, keyword, index), depth))
 
 
-def cost_problem(schema: dict[str, Any]) -> Problem | None:
+def cost_problem(schema: dict[str, Any], targets: Targets) -> Problem | None:
     """Whether checking one record value could cost too much (located at the schema itself:
-    the count is the whole schema's). For a schema whose references all resolve and do not
-    cycle in place (:func:`~homeport.sync.schema_checks.reference_problem` first)."""
-    targets = reference_targets(schema)
-    if isinstance(targets, tuple):
-        return targets
+    the count is the whole schema's). ``targets``: the schema's references, checked
+    (:func:`~homeport.sync.schema_checks.references`)."""
     limit = sys.getrecursionlimit()
     # One Python call per schema level and per record level: up to a few thousand (Python
     # 3.11 calls between Python functions use no C stack).

@@ -80,21 +80,20 @@ def _size(schema: dict[str, Any]) -> int:
     return len(json.dumps(schema, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def check_schema(schema: dict[str, Any]) -> None:
-    """``SchemaError`` when ``schema`` is not a usable JSON Schema for records."""
-    problem = schema_checks.value_problem(schema)
-    if problem is None and _size(schema) > SCHEMA_MAX_BYTES:
-        problem = ("", f"a collection schema is at most {SCHEMA_MAX_BYTES // 1024} KiB of JSON")
-    problem = (
-        problem
-        or schema_checks.dialect_problem(schema)
-        or schema_checks.reference_problem(schema)
-        or cost_problem(schema)
-    )
+def _structure_problem(schema: dict[str, Any]) -> schema_checks.Problem | None:
+    """The checks after the values' (drafts, references, cost), before compiling."""
+    problem = schema_checks.dialect_problem(schema)
     if problem is not None:
-        raise SchemaError(problem[1], problem[0])
+        return problem
+    targets = schema_checks.references(schema)
+    return targets if isinstance(targets, tuple) else cost_problem(schema, targets)
+
+
+def _compiled(schema: dict[str, Any]) -> Any:
+    """:func:`_compile`, its refusals as :class:`SchemaError` (it checks the schema against
+    its draft's metaschema too)."""
     try:
-        _compile(schema)  # checks the schema against its draft's metaschema too
+        return _compile(schema)
     except jsonschema_rs.ValidationError as exc:
         raise _invalid(exc) from exc
     except jsonschema_rs.ReferencingError as exc:
@@ -103,6 +102,17 @@ def check_schema(schema: dict[str, Any]) -> None:
         ) from exc
     except ValueError as exc:  # "Recursion limit reached"
         raise SchemaError(NESTED_TOO_DEEPLY) from exc
+
+
+def check_schema(schema: dict[str, Any]) -> None:
+    """``SchemaError`` when ``schema`` is not a usable JSON Schema for records."""
+    problem = schema_checks.value_problem(schema)
+    if problem is None and _size(schema) > SCHEMA_MAX_BYTES:
+        problem = ("", f"a collection schema is at most {SCHEMA_MAX_BYTES // 1024} KiB of JSON")
+    problem = problem or _structure_problem(schema)
+    if problem is not None:
+        raise SchemaError(problem[1], problem[0])
+    _compiled(schema)
     if schema.get("type", "object") != "object":
         raise SchemaError("a record schema must describe an object (type: object)")
     owner = schema.get(OWNER_FIELD_KEYWORD)
@@ -172,20 +182,13 @@ def validator_of(schema: Any) -> RecordValidator:
     declaration run first: a schema stored before them is judged by the same rules."""
     if not isinstance(schema, dict):
         return _rejecting("it is not a JSON object")
-    problem = (
-        schema_checks.value_problem(schema)
-        or schema_checks.dialect_problem(schema)
-        or schema_checks.reference_problem(schema)
-        or cost_problem(schema)
-    )
+    problem = schema_checks.value_problem(schema) or _structure_problem(schema)
     if problem is not None:
         return _rejecting(str(SchemaError(problem[1], problem[0])))
     try:
-        return RecordValidator(_compile(schema))
-    except (jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError) as exc:
-        return _rejecting(_first_line(exc))
-    except ValueError:
-        return _rejecting(NESTED_TOO_DEEPLY)
+        return RecordValidator(_compiled(schema))
+    except SchemaError as exc:
+        return _rejecting(str(exc))
 
 
 # Compiled validators by (collection id, schema version): a schema change bumps the version,
