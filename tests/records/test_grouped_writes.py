@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import httpx
+from sqlalchemy import event
 
 from tests.records.conftest import ORDERS, ORDERS_SCHEMA, Rest
 from tests.sync.conftest import Device
@@ -52,6 +53,37 @@ async def test_concurrent_creates_share_groups_and_are_written_as_their_callers(
         assert sorted(item["id"] for item in listed.json()["data"]) == own
         changes, _cursor = await caller.pull_all()  # the sync feed, under the same rule
         assert sorted(c["id"] for c in changes if c["collection"] == "notes") == own
+
+
+async def test_creates_naming_their_ids_in_the_data_are_written_together(rest: Rest) -> None:
+    # Ids given in the body (not the path) still tell the records apart: a group writes all of
+    # its creates in one statement, and only two writes of one id wait for each other.
+    inserts: list[int] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        if statement.startswith("INSERT INTO sync_records"):
+            inserts.append(len(parameters) if isinstance(parameters, list) else 1)
+
+    engine = rest.harness.state.database.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        before = _groups(rest)
+        bodies = [{"id": f"d{index}", "title": f"order {index}"} for index in range(24)]
+        bodies.append({"id": "d3", "title": "the same id again"})
+        answers = await asyncio.gather(
+            *(rest.client.post(ORDERS, json=body, headers=rest.owner.headers) for body in bodies)
+        )
+        groups = _groups(rest) - before
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    statuses = [answer.status_code for answer in answers]
+    assert statuses == [201] * 24 + [409]
+    assert answers[-1].json()["code"] == "VALIDATION_002"
+    assert sum(inserts) == 24
+    # One records write per group (plus none for the refused duplicate), not one per record.
+    assert len(inserts) <= groups < 24
+    final = await rest.client.get(f"{ORDERS}/d3", headers=rest.owner.headers)
+    assert final.json()["data"]["title"] == "order 3"
 
 
 async def test_concurrent_patches_of_one_record_apply_one_after_the_other(rest: Rest) -> None:

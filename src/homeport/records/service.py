@@ -451,15 +451,25 @@ class _Pending:
 
 def _one_per_record(pending: list[_Pending]) -> tuple[list[_Pending], list[_Pending]]:
     """The writes of this round (the first of each record, in order) and those left."""
-    seen: set[tuple[str, str, str | None]] = set()
+    seen: set[tuple[str, str, object]] = set()
     now: list[_Pending] = []
     later: list[_Pending] = []
     for entry in pending:
-        assert entry.item.change is not None
-        key = (entry.write.principal.tenant_id, entry.collection.name, entry.item.change.id)
+        key = (entry.write.principal.tenant_id, entry.collection.name, _record_key(entry))
         (later if key in seen else now).append(entry)
         seen.add(key)
     return now, later
+
+
+def _record_key(entry: _Pending) -> object:
+    """The record a write is for: its id, given in the path or in the data (the push path
+    takes it from there). A write without a usable id is refused alone and shares no round."""
+    change = entry.item.change
+    assert change is not None
+    if change.id is not None:
+        return change.id
+    in_data = (change.data or {}).get(entry.collection.id_field)
+    return in_data if isinstance(in_data, str) else object()
 
 
 def _by_tenant(entries: list[_Pending]) -> list[list[_Pending]]:
