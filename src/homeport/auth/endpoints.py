@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import Path, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from homeport.auth.dependencies import AuthServiceDep, PrincipalDep
@@ -25,11 +25,12 @@ from homeport.auth.schemas import (
 from homeport.auth.service import IssuedTokens, LoginRefused
 from homeport.kit.errors import ErrorCode
 from homeport.kit.problems import problem_response, responses
+from homeport.kit.routing import api_router
 from homeport.models.auth import ApiKey
 from homeport.state import SessionDep, StateDep
 from homeport.tenants.service import TenantService
 
-router = APIRouter(prefix="/api/v1", tags=["auth"])
+router = api_router(prefix="/api/v1", tags=["auth"])
 
 ObjectId = Annotated[str, Path(min_length=1, max_length=64)]
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Path, Query, Request, Response, status
+from fastapi import Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from homeport.auth.dependencies import BriefPrincipalDep, PrincipalDep
@@ -26,10 +26,11 @@ from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.http import public_base_url
 from homeport.kit.ids import new_id
 from homeport.kit.problems import responses
+from homeport.kit.routing import api_router
 from homeport.kit.storage import ObjectMissing, StorageError
 from homeport.state import SessionDep, StateDep, unit_of_work
 
-router = APIRouter(prefix="/api/v1/files", tags=["files"])
+router = api_router(prefix="/api/v1/files", tags=["files"])
 
 IMAGES_PATH = "/api/v1/files/images"
 FileIdPath = Annotated[str, Path(min_length=1, max_length=64)]

@@ -1,9 +1,51 @@
-"""One flat route table for the app."""
+"""One flat route table for the app, matched cheaply."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
+from starlette.routing import Match
+from starlette.types import Scope
+
+
+class Route(APIRoute):
+    """An APIRoute that refuses a request whose path does not start with the route's literal
+    prefix (its path up to the first parameter) before running FastAPI's matching.
+
+    A router tries its routes one after the other; each miss through FastAPI's ``matches``
+    (scope bookkeeping, then the path regex) cost about 2.5 µs, and a records write passed some
+    forty routes: a tenth of its CPU (py-spy, W3). The regex is anchored and starts with that
+    literal text, so a path without the prefix can never match: the answer is the same.
+    """
+
+    def __init__(self, path: str, endpoint: Any, **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        self.literal_prefix = self.path_format.split("{", 1)[0]
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if not _route_path(scope).startswith(self.literal_prefix):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the routes see: the request path without the app's ``root_path``, as
+    Starlette's routing takes it."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        if path == root_path:
+            return ""
+        if path[len(root_path)] == "/":
+            return path[len(root_path) :]
+    return path
+
+
+def api_router(**options: Any) -> APIRouter:
+    """An APIRouter whose routes are :class:`Route` (what :func:`include_flat` takes)."""
+    return APIRouter(route_class=Route, **options)
 
 
 def include_flat(app: FastAPI, *routers: APIRouter) -> None:
@@ -13,10 +55,13 @@ def include_flat(app: FastAPI, *routers: APIRouter) -> None:
     saving and restoring scope bookkeeping on each; over this app's route table that was about
     a tenth of a small request's CPU (py-spy, W5). An APIRouter's routes already carry its
     prefix, tags and dependencies, so the flat table routes and documents the same. A router
-    that itself includes routers is refused: the context of those would be lost.
+    that itself includes routers is refused: the context of those would be lost; so is a route
+    that is not a :class:`Route` (made by :func:`api_router`), which every request would pay for.
     """
-    for router in routers:
-        for route in router.routes:
-            if not isinstance(route, APIRoute | APIWebSocketRoute):
-                raise TypeError(f"{route!r}: only plain routes can be added flat")
-        app.router.routes.extend(router.routes)
+    for each in routers:
+        for route in each.routes:
+            if not isinstance(route, Route | APIWebSocketRoute):
+                raise TypeError(
+                    f"{route!r}: only routes of kit.routing.api_router() are added flat"
+                )
+        app.router.routes.extend(each.routes)

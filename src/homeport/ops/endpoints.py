@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from homeport import __version__
 from homeport.kit.errors import ErrorCode
 from homeport.kit.logging import get_logger
 from homeport.kit.problems import render, responses
+from homeport.kit.routing import api_router
 from homeport.state import StateDep
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 log = get_logger("homeport.health")
 
 CHECK_TIMEOUT_SECONDS = 2.0

@@ -13,7 +13,7 @@ from collections import deque
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, status
+from fastapi import Path, status
 from pydantic import AfterValidator, BaseModel, Field, StrictInt
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -27,6 +27,7 @@ from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.jobs import ENQUEUED_FLAG
 from homeport.kit.logging import get_logger
 from homeport.kit.problems import responses
+from homeport.kit.routing import api_router
 from homeport.realtime import protocol
 from homeport.realtime.hub import Connection, Hub
 from homeport.realtime.inbox import InboxRepository, enqueue_inbox
@@ -35,7 +36,7 @@ from homeport.sync.conflicts import ConflictService
 from homeport.sync.cursor import FeedPoint
 from homeport.sync.service import SyncService, checked_digest
 
-router = APIRouter(tags=["realtime"])
+router = api_router(tags=["realtime"])
 log = get_logger("homeport.realtime")
 
 # Bad frames tolerated (each answered with an error) before the connection is closed.

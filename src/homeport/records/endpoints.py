@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
+from fastapi import Body, Depends, Header, Path, Query, Request, Response, status
 
 from homeport.auth.dependencies import CheckedCredentialsDep, Credentials, PrincipalDep
 from homeport.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode
 from homeport.kit.problems import Problem, responses
+from homeport.kit.routing import api_router
 from homeport.records.etags import etag, if_match_version, none_match
 from homeport.records.query import OPERATORS
 from homeport.records.schemas import (
@@ -24,7 +25,7 @@ from homeport.records.writes import GroupedWrites
 from homeport.state import SessionDep, StateDep
 from homeport.sync.schemas import CollectionName, RecordId
 
-router = APIRouter(prefix="/api/v1/collections/{collection}", tags=["records"])
+router = api_router(prefix="/api/v1/collections/{collection}", tags=["records"])
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"

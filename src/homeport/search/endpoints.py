@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 
 from homeport.auth.dependencies import PrincipalDep
 from homeport.kit.errors import ErrorCode, invalid_parameter
 from homeport.kit.problems import responses
+from homeport.kit.routing import api_router
 from homeport.search.schemas import SearchResponse
 from homeport.search.service import SearchLimits, SearchService
 from homeport.state import SessionDep
 
-router = APIRouter(prefix="/api/v1", tags=["search"])
+router = api_router(prefix="/api/v1", tags=["search"])
 
 
 # What GET /search takes; anything else is named back (a misspelt `colections=` would

@@ -6,13 +6,14 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import Depends, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from homeport.auth.dependencies import PrincipalDep
 from homeport.auth.principal import Permission, Principal
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.problems import responses
+from homeport.kit.routing import api_router
 from homeport.kit.text import whole_number
 from homeport.models.sync import Collection, SyncConflict
 from homeport.state import SessionDep, StateDep
@@ -37,7 +38,7 @@ from homeport.sync.schemas import (
 )
 from homeport.sync.service import SyncService
 
-router = APIRouter(prefix="/api/v1", tags=["sync"])
+router = api_router(prefix="/api/v1", tags=["sync"])
 
 PUSH_PATH = "/api/v1/sync/push"
 PROTOCOL_HEADER = "X-Homeport-Protocol"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from fastapi import Depends, Path, Response, status
 
 from homeport.auth.dependencies import PlatformAdminDep, PrincipalDep
 from homeport.kit.errors import ErrorCode
 from homeport.kit.problems import responses
+from homeport.kit.routing import api_router
 from homeport.models.tenants import Membership, User
 from homeport.state import SessionDep, StateDep
 from homeport.tenants.schemas import (
@@ -25,7 +26,7 @@ from homeport.tenants.schemas import (
 )
 from homeport.tenants.service import IssuedInvitation, TenantService
 
-router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
+router = api_router(prefix="/api/v1/tenants", tags=["tenants"])
 
 TenantId = Annotated[str, Path(min_length=1, max_length=64)]
 UserId = Annotated[str, Path(min_length=1, max_length=64)]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Request, status
+from fastapi import Header, Path, Request, status
 
 from homeport.auth.dependencies import BriefPrincipalDep, CredentialsDep
 from homeport.files.endpoints import file_url
 from homeport.kit.errors import ErrorCode
 from homeport.kit.problems import responses
+from homeport.kit.routing import api_router
 from homeport.uploads.chunks import ChunkUploads
 from homeport.uploads.dependencies import UploadServiceDep
 from homeport.uploads.schemas import (
@@ -22,7 +23,7 @@ from homeport.uploads.schemas import (
 )
 from homeport.uploads.service import progress
 
-router = APIRouter(prefix="/api/v1/uploads", tags=["uploads"])
+router = api_router(prefix="/api/v1/uploads", tags=["uploads"])
 
 INIT_PATH = "/api/v1/uploads/init"
 UploadIdPath = Annotated[str, Path(min_length=1, max_length=64)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from email.utils import format_datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
+from fastapi import Depends, Header, Path, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.dependencies import BriefPrincipalDep, CredentialsDep
@@ -18,6 +18,7 @@ from homeport.files.endpoints import file_url
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.http import public_base_url
 from homeport.kit.problems import responses
+from homeport.kit.routing import api_router
 from homeport.kit.text import whole_number
 from homeport.models.files import UploadSession
 from homeport.uploads.dependencies import UploadServiceDep
@@ -49,10 +50,10 @@ async def require_tus_version(
         )
 
 
-router = APIRouter(prefix=TUS_PREFIX, tags=["tus"])
+router = api_router(prefix=TUS_PREFIX, tags=["tus"])
 # Everything but OPTIONS (discovery) insists on the protocol version. A router of its own,
 # not one included in ``router``: the app keeps its route table flat.
-versioned = APIRouter(prefix=TUS_PREFIX, tags=["tus"], dependencies=[Depends(require_tus_version)])
+versioned = api_router(prefix=TUS_PREFIX, tags=["tus"], dependencies=[Depends(require_tus_version)])
 
 _ERRORS = (
     ErrorCode.AUTH_001,
