@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
             settings.resolved_database_url,
             pool_size=settings.database_pool_size,
             echo=settings.database_echo,
+            sqlite_synchronous=settings.sqlite_synchronous,
         )
         redis_client: Any = None
         if settings.redis_url:

@@ -86,7 +86,9 @@ def _fail(message: str) -> typer.Exit:
 
 def _run(settings: Settings, work: Callable[[Database, PasswordHashing], Awaitable[T]]) -> T:
     async def runner() -> T:
-        database = Database(settings.resolved_database_url)
+        database = Database(
+            settings.resolved_database_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
         passwords = PasswordHashing(
             settings.argon2_time_cost, settings.argon2_memory_cost_kib, settings.argon2_parallelism
         )

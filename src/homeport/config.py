@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = 5 * 1024 * 1024
     database_pool_size: int = 10
     database_echo: bool = False
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
 
     # Secrets (generated into data_dir/secrets.json on first start when not given)
     secret_key: str | None = None
@@ -127,6 +128,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @property
     def resolved_database_url(self) -> str:

@@ -121,14 +121,20 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+# FULL: a commit is on disk (the WAL synced) before the write is answered, so an acknowledged
+# write survives a power loss; NORMAL syncs only at checkpoints (faster; the last commits
+# before a power loss or OS crash may be lost, never the database itself).
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+
+
+def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         # Only another process (CLI, a second server on the same file) can hold the lock.
         cursor.execute("PRAGMA busy_timeout=5000")
@@ -158,8 +164,14 @@ def compact_json(document: Any) -> str:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
 
 
-def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, sqlite_synchronous: str = "FULL"
+) -> AsyncEngine:
     if url.startswith("sqlite"):
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(
+                f"synchronous must be one of {SQLITE_SYNCHRONOUS}, not {sqlite_synchronous!r}"
+            )
         parsed = make_url(url)
         database = parsed.database or ":memory:"
         engine = create_async_engine(
@@ -171,7 +183,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
             async_creator=inline_connector(database, uri=bool(parsed.query.get("uri"))),
             json_serializer=compact_json,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_synchronous)
         return engine
     return create_async_engine(
         url,
@@ -191,9 +203,18 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
 class Database:
     """Owns the engine and the session factory; created by the app lifespan or the CLI."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        sqlite_synchronous: str = "FULL",
+    ) -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size, echo=echo)
+        self.engine = create_engine(
+            url, pool_size=pool_size, echo=echo, sqlite_synchronous=sqlite_synchronous
+        )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._writer = asyncio.Lock() if self.engine.dialect.name == "sqlite" else None
 
