@@ -46,11 +46,12 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 @asynccontextmanager
-async def unit_of_work(state: AppState) -> AsyncIterator[AsyncSession]:
+async def unit_of_work(state: AppState, *, durable: bool = True) -> AsyncIterator[AsyncSession]:
     """One transaction of a request or job; after it commits, jobs are woken and realtime
     messages published. Endpoints that stream large bodies (uploads) open short ones of these
-    instead of holding one for the whole request (SQLite has a single writer)."""
-    async with state.database.transaction() as session:
+    instead of holding one for the whole request (SQLite has a single writer). ``durable``: see
+    :meth:`homeport.kit.db.Database.transaction`."""
+    async with state.database.transaction(durable=durable) as session:
         yield session
         enqueued = session.info.pop(ENQUEUED_FLAG, False)
         messages = take_after_commit(session)

@@ -50,3 +50,16 @@ async def test_the_server_uses_the_setting(tmp_path: Path) -> None:
     async with running_harness(settings) as harness:
         database = harness.app.state.homeport.database
         assert await _synchronous(database) == (PRAGMA_VALUES["NORMAL"], "wal")
+
+
+async def test_a_unit_of_work_may_commit_without_waiting_for_the_disk(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{(tmp_path / 'homeport.db').as_posix()}"
+    database = Database(url)
+    try:
+        async with database.transaction(durable=False) as session:
+            relaxed = (await session.execute(text("PRAGMA synchronous"))).scalar_one()
+        # The connection goes back to the pool; the next unit of work is durable again.
+        assert relaxed == PRAGMA_VALUES["NORMAL"]
+        assert await _synchronous(database) == (PRAGMA_VALUES["FULL"], "wal")
+    finally:
+        await database.engine.dispose()

@@ -125,6 +125,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 # write survives a power loss; NORMAL syncs only at checkpoints (faster; the last commits
 # before a power loss or OS crash may be lost, never the database itself).
 SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
+# Execution option of a unit of work whose commit need not reach the disk before it is answered
+# (see Database.transaction); the SQLite begin hook reads it from the connection.
+_NOT_DURABLE = "homeport_not_durable"
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
@@ -146,7 +149,8 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
         # statement machinery this BEGIN cost about as much as a query, and every unit of work
         # runs one.
         driver: InlineConnection = connection.connection.driver_connection
-        driver.begin_immediate()
+        relaxed = connection.get_execution_options().get(_NOT_DURABLE, False)
+        driver.begin_immediate("NORMAL" if relaxed else synchronous)
 
 
 def one_of(column: Any, name: str) -> dict[str, ColumnElement[bool]]:
@@ -229,9 +233,15 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits on success, rolls back on any exception."""
-        async with self.unit_of_work_lock(), self.sessionmaker() as session:
+    async def transaction(self, *, durable: bool = True) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits on success, rolls back on any exception.
+
+        ``durable=False``: on SQLite the commit need not be synced to disk before it returns
+        (``synchronous=NORMAL`` for this one), for bookkeeping whose loss in a power failure
+        costs a retry and nothing else (upload progress: the bytes it describes are not synced
+        either). PostgreSQL commits as configured."""
+        options = {} if durable else {"execution_options": {_NOT_DURABLE: True}}
+        async with self.unit_of_work_lock(), self.sessionmaker(**options) as session:
             try:
                 yield session
                 await session.commit()

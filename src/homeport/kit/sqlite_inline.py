@@ -86,6 +86,7 @@ class InlineConnection:
         self._conn = connection
         self._connection: sqlite3.Connection | None = connection
         self._tx = _InlineQueue()
+        self._synchronous: str | None = None  # as last set by begin_immediate
 
     def cursor(self) -> InlineCursor:
         return InlineCursor(self._conn.cursor())
@@ -93,8 +94,12 @@ class InlineConnection:
     async def execute(self, sql: str, parameters: Any = ()) -> InlineCursor:
         return await self.cursor().execute(sql, parameters)
 
-    def begin_immediate(self) -> None:
-        """Start a write transaction now (called synchronously, from SQLAlchemy's begin event)."""
+    def begin_immediate(self, synchronous: str | None = None) -> None:
+        """Start a write transaction now (called synchronously, from SQLAlchemy's begin event),
+        committing with the given ``PRAGMA synchronous`` level (it cannot change inside one)."""
+        if synchronous is not None and synchronous != self._synchronous:
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
         self._conn.execute("BEGIN IMMEDIATE")
 
     async def commit(self) -> None:

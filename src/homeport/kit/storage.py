@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from homeport.kit.disk import start_writeback, sync
+
 READ_BLOCK = 1024 * 1024
 _KEY = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
@@ -155,27 +157,32 @@ class LocalStorage:
             descriptor = os.open(self._path(key), os.O_WRONLY)
         except FileNotFoundError as exc:
             raise ObjectMissing(key) from exc
+        start = offset
         try:
             # One system call for all pieces, without joining them first.
             while pieces:
                 written = os.pwritev(descriptor, pieces[:_MAX_PIECES_PER_WRITE], offset)
                 offset += written
                 pieces = left_after_write(pieces, written)
+            start_writeback(descriptor, start, offset - start)
         finally:
             os.close(descriptor)
 
     async def assemble(self, key: str, handle: str, parts: list[Part]) -> None:
-        # The parts were written in place. Drop anything past the end (a longer re-send).
+        # The parts were written in place. Drop anything past the end (a longer re-send), and
+        # sync: the object is about to become a file its uploader may delete its copy of.
         end = max((part.offset + part.size for part in parts), default=0)
         path = self._path(key)
 
-        def truncate() -> None:
+        def truncate_and_sync() -> None:
             try:
                 os.truncate(path, end)
+                sync(path)
             except FileNotFoundError as exc:
                 raise ObjectMissing(key) from exc
+            sync(path.parent)
 
-        await asyncio.to_thread(truncate)
+        await asyncio.to_thread(truncate_and_sync)
 
     async def reopen(self, key: str, parts: list[Part]) -> tuple[str, list[Part]]:
         if await self.size(key) is None:
@@ -192,7 +199,9 @@ class LocalStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_name(path.name + ".tmp")
             temporary.write_bytes(data)
+            sync(temporary)  # on disk before it takes the name, and the name on disk too
             os.replace(temporary, path)
+            sync(path.parent)
 
         await asyncio.to_thread(write)
 

@@ -12,6 +12,7 @@ from homeport.uploads.service import UploadService
 
 async def upload_service(state: StateDep) -> UploadService:
     return UploadService(
+        lambda: unit_of_work(state, durable=False),
         lambda: unit_of_work(state),
         state.settings,
         state.storage,

@@ -86,12 +86,17 @@ class UploadService:
     def __init__(
         self,
         begin: Begin,
+        begin_durable: Begin,
         settings: Settings,
         storage: Storage,
         secret_key: str,
         digests: RunningDigests,
     ) -> None:
+        # Upload progress (sessions, leases, parts) commits without waiting for the disk: its
+        # loss in a power failure means re-sending a chunk, whose bytes were not synced either.
+        # Making a file object (the finished upload) is durable, after its bytes are synced.
         self.begin = begin
+        self.begin_durable = begin_durable
         self.settings = settings
         self.storage = storage
         self.secret_key = secret_key
@@ -262,7 +267,7 @@ class UploadService:
             raise ProblemError(
                 ErrorCode.UPLOAD_001, f"Stored {size} bytes, expected {upload.total_size}"
             )
-        async with self.begin() as session:
+        async with self.begin_durable() as session:
             files = FileService(session, self.settings, self.secret_key)
             stored, deduplicated = await files.adopt(
                 upload.tenant_id,

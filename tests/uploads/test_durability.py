@@ -1,0 +1,98 @@
+"""What an upload's answers promise after a power loss (SQLite, files on disk): progress is
+bookkeeping that commits without waiting for the disk (a lost chunk is re-sent; the whole-file
+hash catches it), a finished upload is durable: its bytes and its file row are synced before
+the finalize answer."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from tests.conftest import make_settings, running_harness
+from tests.uploads.conftest import make_uploader
+
+
+class StatementLog:
+    """Every statement SQLite runs on the app's connections, with the connection's
+    ``synchronous`` level at that moment (PRAGMA statements change it)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str]] = []
+        self._levels: dict[int, str] = {}
+        self._traced: set[int] = set()
+
+    def trace(self, connection: sqlite3.Connection) -> None:
+        if id(connection) in self._traced:
+            return
+        self._traced.add(id(connection))
+        key = id(connection)
+        self._levels[key] = "FULL"  # the server's default
+
+        def record(statement: str) -> None:
+            text = " ".join(statement.split())
+            if text.upper().startswith("PRAGMA SYNCHRONOUS="):
+                self._levels[key] = text.split("=", 1)[1].strip().upper()
+            self.entries.append((self._levels[key], text))
+
+        connection.set_trace_callback(record)
+
+    def levels_of(self, prefix: str) -> set[str]:
+        return {level for level, text in self.entries if text.startswith(prefix)}
+
+
+async def test_progress_commits_relaxed_and_the_finished_file_is_synced(
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite only: PostgreSQL commits as its server is configured (synchronous_commit).
+    shutil.copy(sqlite_template, tmp_path / "homeport.db")
+    url = f"sqlite+aiosqlite:///{(tmp_path / 'homeport.db').as_posix()}"
+    settings = make_settings(url, tmp_path / "data", uploads_chunk_size_bytes=64 * 1024)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fsync(descriptor)
+
+    log = StatementLog()
+    async with running_harness(settings) as harness:
+        engine = harness.app.state.homeport.database.engine.sync_engine
+
+        def on_checkout(dbapi_connection: Any, *_args: Any) -> None:
+            log.trace(dbapi_connection.driver_connection._conn)
+
+        event.listen(engine, "checkout", on_checkout)
+        uploader = await make_uploader(harness)
+        data = os.urandom(3 * 64 * 1024 + 100)
+        upload = await uploader.init(data)
+        await uploader.send_all(upload, data)
+        monkeypatch.setattr(os, "fsync", fsync)
+        finished = await uploader.finalize(upload["upload_id"])
+        monkeypatch.undo()
+        event.remove(engine, "checkout", on_checkout)
+        assert finished.status_code == 200, finished.text
+        downloaded = await uploader.download(finished.json()["file_url"])
+    assert hashlib.sha256(downloaded.content).hexdigest() == hashlib.sha256(data).hexdigest()
+
+    # Progress: the session, its parts and leases commit at NORMAL.
+    assert log.levels_of("INSERT INTO upload_sessions") == {"NORMAL"}
+    assert log.levels_of("INSERT INTO upload_parts") == {"NORMAL"}
+    # The file object is committed at FULL (synced before the finalize answer) ...
+    assert log.levels_of("INSERT INTO files") == {"FULL"}
+    # ... after the stored bytes and their directory were synced.
+    stored = [path for path in synced if Path(path).is_file()]
+    assert len(stored) == 1
+    assert Path(stored[0]).stat().st_size == len(data)
+    assert str(Path(stored[0]).parent) in synced
+    # Every other write of the server stays durable: the next record write commits at FULL.
+    assert {level for level, text in log.entries if text == "BEGIN IMMEDIATE"} == {
+        "NORMAL",
+        "FULL",
+    }
