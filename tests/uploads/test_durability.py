@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from sqlalchemy import event
 
 from tests.conftest import make_settings, running_harness
-from tests.uploads.conftest import make_uploader
+from tests.uploads.conftest import Uploader, make_uploader
 
 
 class StatementLog:
@@ -47,8 +48,39 @@ class StatementLog:
         return {level for level, text in self.entries if text.startswith(prefix)}
 
 
+async def _upload_rest(uploader: Uploader, data: bytes, hook: Callable[[], None]) -> str:
+    upload = await uploader.init(data)
+    await uploader.send_all(upload, data)
+    hook()
+    finished = await uploader.finalize(upload["upload_id"])
+    assert finished.status_code == 200, finished.text
+    return str(finished.json()["file_url"])
+
+
+async def _upload_tus(uploader: Uploader, data: bytes, hook: Callable[[], None]) -> str:
+    headers = {**uploader.headers, "Tus-Resumable": "1.0.0"}
+    created = await uploader.client.post(
+        "/api/v1/tus/", headers={**headers, "Upload-Length": str(len(data))}
+    )
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    patch = {**headers, "Content-Type": "application/offset+octet-stream"}
+    half = len(data) // 2
+    first = await uploader.client.patch(
+        location, content=data[:half], headers={**patch, "Upload-Offset": "0"}
+    )
+    assert first.status_code == 204, first.text
+    hook()
+    last = await uploader.client.patch(
+        location, content=data[half:], headers={**patch, "Upload-Offset": str(half)}
+    )
+    assert last.status_code == 204, last.text
+    return str(last.headers["Homeport-File-Url"])
+
+
+@pytest.mark.parametrize("protocol", ["rest", "tus"])
 async def test_progress_commits_relaxed_and_the_finished_file_is_synced(
-    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     # SQLite only: PostgreSQL commits as its server is configured (synchronous_commit).
     shutil.copy(sqlite_template, tmp_path / "homeport.db")
@@ -71,27 +103,28 @@ async def test_progress_commits_relaxed_and_the_finished_file_is_synced(
         event.listen(engine, "checkout", on_checkout)
         uploader = await make_uploader(harness)
         data = os.urandom(3 * 64 * 1024 + 100)
-        upload = await uploader.init(data)
-        await uploader.send_all(upload, data)
-        monkeypatch.setattr(os, "fsync", fsync)
-        finished = await uploader.finalize(upload["upload_id"])
+        send = _upload_rest if protocol == "rest" else _upload_tus
+        # Watch the syncs from the moment the upload is about to finish.
+        file_url = await send(uploader, data, lambda: monkeypatch.setattr(os, "fsync", fsync))
         monkeypatch.undo()
         event.remove(engine, "checkout", on_checkout)
-        assert finished.status_code == 200, finished.text
-        downloaded = await uploader.download(finished.json()["file_url"])
+        downloaded = await uploader.download(file_url)
     assert hashlib.sha256(downloaded.content).hexdigest() == hashlib.sha256(data).hexdigest()
 
-    # Progress: the session, its parts and leases commit at NORMAL.
+    # Progress: the session and its parts or offsets commit at NORMAL.
     assert log.levels_of("INSERT INTO upload_sessions") == {"NORMAL"}
-    assert log.levels_of("INSERT INTO upload_parts") == {"NORMAL"}
-    # The file object is committed at FULL (synced before the finalize answer) ...
+    if protocol == "rest":
+        assert log.levels_of("INSERT INTO upload_parts") == {"NORMAL"}
+    else:
+        assert "NORMAL" in log.levels_of("UPDATE upload_sessions SET")
+    # The file object is committed at FULL (synced before the answer) ...
     assert log.levels_of("INSERT INTO files") == {"FULL"}
     # ... after the stored bytes and their directory were synced.
     stored = [path for path in synced if Path(path).is_file()]
     assert len(stored) == 1
     assert Path(stored[0]).stat().st_size == len(data)
     assert str(Path(stored[0]).parent) in synced
-    # Every other write of the server stays durable: the next record write commits at FULL.
+    # Both kinds of units of work ran on the same connections, each at its own level.
     assert {level for level, text in log.entries if text == "BEGIN IMMEDIATE"} == {
         "NORMAL",
         "FULL",
