@@ -11,7 +11,7 @@ import uvicorn
 
 from homeport.app import create_app
 from homeport.config import Settings
-from homeport.kit.http_protocol import ProblemHttpToolsProtocol
+from homeport.kit.http_protocol import ProblemHttpToolsProtocol, ProblemWebSocketProtocol
 
 
 def _free_port() -> int:
@@ -32,8 +32,10 @@ class LiveServer:
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            # As `homeport serve`: an unparseable request is answered with problem+json.
+            # As `homeport serve`: an unparseable request or a refused WebSocket handshake is
+            # answered with problem+json.
             http=ProblemHttpToolsProtocol,
+            ws=ProblemWebSocketProtocol,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

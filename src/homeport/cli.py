@@ -191,7 +191,7 @@ def serve(
     import uvicorn
 
     from homeport.app import create_app
-    from homeport.kit.http_protocol import ProblemHttpToolsProtocol
+    from homeport.kit.http_protocol import ProblemHttpToolsProtocol, ProblemWebSocketProtocol
 
     settings = _settings(data_dir)
     updates: dict[str, object] = {}
@@ -219,6 +219,7 @@ def serve(
         loop="uvloop",
         # httptools, with unparseable requests answered as problem+json instead of text/plain.
         http=ProblemHttpToolsProtocol,
+        ws=ProblemWebSocketProtocol,  # refused handshakes as problem+json, too
         # Forwarded headers are handled by the app (only from HOMEPORT_TRUSTED_PROXIES).
         proxy_headers=False,
         log_config=None,

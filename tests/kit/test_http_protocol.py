@@ -98,3 +98,64 @@ def test_websocket_upgrades_still_reach_the_app(server: LiveServer) -> None:
     # The app accepted the socket, then closed it: no token.
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4401
+
+
+_UPGRADE = b"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+_KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+REFUSED_HANDSHAKES = {
+    "no key": (b"GET /ws/mobile/sync/ HTTP/1.1\r\n" + _UPGRADE + b"\r\n", 400, "VALIDATION_001"),
+    "bad key": (
+        b"GET /ws/mobile/sync/ HTTP/1.1\r\n" + _UPGRADE + b"Sec-WebSocket-Key: short\r\n\r\n",
+        400,
+        "VALIDATION_001",
+    ),
+    "old version": (
+        b"GET /ws/mobile/sync/ HTTP/1.1\r\n"
+        + _UPGRADE.replace(b"Version: 13", b"Version: 8")
+        + _KEY
+        + b"\r\n",
+        400,
+        "VALIDATION_001",
+    ),
+    "POST": (
+        b"POST /ws/mobile/sync/ HTTP/1.1\r\nContent-Length: 0\r\n" + _UPGRADE + _KEY + b"\r\n",
+        405,
+        "METHOD_NOT_ALLOWED",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    REFUSED_HANDSHAKES.values(),
+    ids=REFUSED_HANDSHAKES.keys(),
+)
+def test_a_refused_websocket_handshake_is_a_problem(
+    server: LiveServer, request_bytes: bytes, status: int, code: str
+) -> None:
+    answer_status, headers, body = _exchange(server, request_bytes)
+    assert answer_status == status, body
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    problem = json.loads(body)
+    assert problem["code"] == code
+    assert problem["status"] == status
+    assert problem["trace_id"] == headers["x-trace-id"]
+    # The handshake's fault, named (the library's words, one line).
+    assert problem["detail"].startswith("Failed to open a WebSocket connection: ")
+    assert "\n" not in problem["detail"]
+    if status == 405:
+        assert headers["allow"] == "GET"
+
+
+def test_plain_http_to_the_websocket_endpoint_is_426(server: LiveServer) -> None:
+    status, headers, body = _exchange(
+        server, b"GET /ws/mobile/sync/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert status == 426
+    assert headers["upgrade"] == "websocket"
+    assert headers["content-type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["code"] == "VALIDATION_001"
+    assert "WebSocket" in problem["detail"]

@@ -1,17 +1,25 @@
-"""uvicorn's httptools protocol, answering requests it cannot parse with problem+json.
+"""uvicorn's protocols, answering what never reaches the app with problem+json.
 
 A request httptools refuses (a control byte in a header value, an invalid header name, a
-garbage request line) never reaches the app: uvicorn answers it itself, in text/plain. Every
-error a client sees is a problem document with a stable code (DESIGN.md section 7), so this
-protocol writes that 400 as one. Everything else (parsing, keep-alive, pipelining, WebSocket
-and other upgrades) is uvicorn's own.
+garbage request line) and a WebSocket handshake the websockets library refuses (no or a bad
+``Sec-WebSocket-Key``, an unsupported version, a ``POST``) are answered by the server itself,
+in text/plain. Every error a client sees is a problem document with a stable code (DESIGN.md
+section 7), so these protocols write those answers as one. Everything else (parsing,
+keep-alive, pipelining, the WebSocket protocol itself) is uvicorn's and websockets' own.
 """
 
 from __future__ import annotations
 
+import email.utils
+import http
 import json
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+from websockets.server import ServerProtocol
 
 from homeport.kit.errors import PROBLEM_CONTENT_TYPE, ErrorCode, problem_body
 from homeport.kit.ids import new_id
@@ -61,3 +69,48 @@ class ProblemHttpToolsProtocol(HttpToolsProtocol):
             unparseable_request_answer(trace_id, self.server_state.default_headers)
         )
         self.transport.close()
+
+
+# What a refused handshake's status means, as a code; any other is a request we cannot serve.
+_HANDSHAKE_CODES = {
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    500: ErrorCode.INTERNAL,
+    403: ErrorCode.AUTH_006,
+}
+
+
+class _ProblemServerProtocol(ServerProtocol):
+    """websockets' handshake, with its refusals (``reject``, which websockets documents as the
+    place rejection answers are made) written as problem+json."""
+
+    def reject(self, status: http.HTTPStatus | int, text: str) -> Response:
+        status = http.HTTPStatus(status)
+        code = _HANDSHAKE_CODES.get(status.value, ErrorCode.VALIDATION_001)
+        trace_id = new_id()
+        # The library's own words name what was wrong with the handshake; never a secret.
+        detail = text.strip().splitlines()[0] if text.strip() else status.phrase
+        body = json.dumps(
+            problem_body(code, detail, trace_id, status=status.value), separators=(",", ":")
+        ).encode()
+        log.info("request", status=status.value, error="websocket_handshake", trace_id=trace_id)
+        headers = Headers(
+            [
+                ("Date", email.utils.formatdate(usegmt=True)),
+                ("Connection", "close"),
+                ("Content-Length", str(len(body))),
+                ("Content-Type", PROBLEM_CONTENT_TYPE),
+                ("X-Trace-Id", trace_id),
+                ("X-Content-Type-Options", "nosniff"),
+            ]
+        )
+        return Response(status.value, status.phrase, headers, body)
+
+
+class ProblemWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets (sans-I/O) protocol whose refused handshakes are problem+json."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The connection uvicorn built, with its settings, answering refusals our way: the
+        # subclass adds no state, only the one method.
+        self.conn.__class__ = _ProblemServerProtocol

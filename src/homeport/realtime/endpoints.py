@@ -13,7 +13,7 @@ from collections import deque
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import Path, status
+from fastapi import Path, Request, status
 from pydantic import AfterValidator, BaseModel, Field, StrictInt
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -26,7 +26,7 @@ from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.jobs import ENQUEUED_FLAG
 from homeport.kit.logging import get_logger
-from homeport.kit.problems import responses
+from homeport.kit.problems import ProblemResponse, render, responses
 from homeport.kit.routing import api_router
 from homeport.realtime import protocol
 from homeport.realtime.hub import Connection, Hub
@@ -144,7 +144,24 @@ async def _authenticate(state: AppState, websocket: WebSocket) -> Principal:
         return await service.authenticate_bearer(token)
 
 
-@router.websocket("/ws/mobile/sync/")
+SYNC_SOCKET = "/ws/mobile/sync/"
+
+
+@router.get(SYNC_SOCKET, include_in_schema=False)
+async def mobile_sync_over_plain_http(request: Request) -> ProblemResponse:
+    """A plain HTTP request for the WebSocket endpoint (a browser, a misconfigured proxy
+    that drops the Upgrade header): 426 naming what is needed, not a 404."""
+    return render(
+        ErrorCode.VALIDATION_001,
+        "This endpoint speaks WebSocket: connect with a WebSocket client (a GET with "
+        "'Upgrade: websocket'); behind a proxy, let it pass the Upgrade and Connection headers",
+        request,
+        status=status.HTTP_426_UPGRADE_REQUIRED,
+        headers={"Upgrade": "websocket", "Connection": "Upgrade"},
+    )
+
+
+@router.websocket(SYNC_SOCKET)
 async def mobile_sync(websocket: WebSocket) -> None:
     state: AppState = websocket.app.state.homeport
     await websocket.accept()
