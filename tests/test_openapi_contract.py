@@ -56,7 +56,7 @@ async def _seed(settings: Settings) -> None:
                 "contract", "Contract", OWNER_EMAIL, OWNER_PASSWORD, platform_admin=True
             )
             # A collection, so generated pushes and pulls reach the sync engine's checks.
-            await CollectionService(session).declare(
+            await CollectionService(session, settings.records_max_field_indexes).declare(
                 tenant.id,
                 CollectionSpec.model_validate(
                     {

@@ -284,12 +284,13 @@ def apply(
     slug = tenant or manifest.tenant
     if slug is None:
         raise _fail("error: no tenant: pass --tenant or set tenant: in the manifest")
+    settings = _settings(data_dir)
 
     async def work(database: Database, _passwords: PasswordHashing) -> tuple[ManifestPlan, bool]:
         tenant_id = await _require_tenant(database, slug)
         try:
             async with database.transaction() as session:
-                service = CollectionService(session)
+                service = CollectionService(session, settings.records_max_field_indexes)
                 if dry_run:
                     return await plan_manifest(service, tenant_id, manifest, force=force), False
                 plan = await apply_manifest(
@@ -299,7 +300,7 @@ def apply(
         except ManifestRefused as refused:  # rolled back; nothing was declared
             return refused.plan, True
 
-    plan, refused = _run(_settings(data_dir), work)
+    plan, refused = _run(settings, work)
     for line in plan.lines():
         typer.echo(line)
     if refused:

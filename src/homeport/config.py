@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     records_default_limit: int = 50
     records_max_limit: int = 1000
     records_max_batch_operations: int = 1000
+    records_max_field_indexes: int = Field(default=32, ge=0)
 
     # Realtime (WebSocket)
     realtime_heartbeat_seconds: int = 30

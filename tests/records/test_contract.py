@@ -35,7 +35,7 @@ async def _seed(settings: Settings) -> None:
             tenant, _owner = await TenantService(
                 session, PasswordHashing(1, 1024, 1)
             ).create_tenant_with_owner("records", "Records", EMAIL, PASSWORD, platform_admin=False)
-            await CollectionService(session).declare(
+            await CollectionService(session, settings.records_max_field_indexes).declare(
                 tenant.id,
                 CollectionSpec.model_validate(
                     {

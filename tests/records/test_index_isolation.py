@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import operator
 import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ from sqlalchemy import text
 from homeport.records.indexes import index_name
 from homeport.records.query import MAX_VALUE_LENGTH, parse_list_query
 from homeport.records.repository import RecordRepository
-from tests.conftest import Harness, Tenant
+from tests.conftest import Harness, Tenant, make_settings, running_harness
 from tests.records.conftest import list_plan
 from tests.sync.conftest import Device, World, upsert
 
@@ -386,3 +387,41 @@ async def test_the_index_is_exact_for_long_values(world: World) -> None:
             assert answers[0] == ["b", "large"]
         if field == "filter[priority][gte]":
             assert answers[0] == ["c", "large", "mid"]
+
+
+async def test_declarations_beyond_the_budget_are_kept_and_answered_without_an_index(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Every write pays for every field index of the table: at most two exist here.
+    settings = make_settings(database_url, tmp_path / "data", records_max_field_indexes=2)
+    async with running_harness(settings) as harness:
+        acme, acme_owner = await _other_tenant(harness, "acme")
+        beta, beta_owner = await _other_tenant(harness, "beta")
+        assert (
+            await _declare(harness, acme_owner.headers, "notes", ["title", "status"])
+        ).is_success
+        late = await _declare(harness, beta_owner.headers, "notes", ["status"])
+        assert late.status_code == 201, late.text  # accepted: the declaration is kept
+        assert late.json()["collection"]["indexes"] == ["status"]
+
+        async def present() -> set[tuple[str, str]]:
+            found = set()
+            for tenant, field in [(acme, "title"), (acme, "status"), (beta, "status")]:
+                if await _index_of(harness, tenant, "notes", field) is not None:
+                    found.add((tenant.slug, field))
+            return found
+
+        assert await present() == {("acme", "title"), ("acme", "status")}
+        for number in range(30):
+            status = "open" if number % 7 == 0 else "done"
+            await _push_applied(beta_owner, "notes", f"b{number:02}", {"status": status})
+        expected = [f"b{number:02}" for number in range(0, 30, 7)]
+        # Filters on the field without an index answer the same (reading the collection).
+        assert await _ids(harness, beta_owner, "notes", {"filter[status]": "open"}) == expected
+        assert await _ids(harness, beta_owner, "notes", {"filter[status][ne]": "done"}) == expected
+
+        # A declaration giving up an index makes room: the waiting one is built.
+        freed = await _declare(harness, acme_owner.headers, "notes", ["status"], update=True)
+        assert freed.status_code == 200, freed.text
+        assert await present() == {("acme", "status"), ("beta", "status")}
+        assert await _ids(harness, beta_owner, "notes", {"filter[status]": "open"}) == expected

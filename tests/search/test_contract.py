@@ -11,6 +11,7 @@ import httpx
 import pytest
 import schemathesis
 
+from homeport.config import Settings
 from homeport.kit.db import Database
 from homeport.kit.security import PasswordHashing
 from homeport.sync.collections import CollectionService
@@ -23,6 +24,7 @@ from tests.test_openapi_contract import _exercise_operation
 
 EMAIL = "owner@search-contract.example.com"
 PASSWORD = "search-contract-1"
+DEFAULT_FIELD_INDEXES: int = Settings.model_fields["records_max_field_indexes"].default
 
 
 async def _seed(url: str) -> None:
@@ -40,7 +42,9 @@ async def _seed(url: str) -> None:
                 "searchable": ["title", "body", "tags"],
                 "facets": ["status", "urgent"],
             }
-            await CollectionService(session).declare(tenant.id, CollectionSpec.model_validate(spec))
+            await CollectionService(session, DEFAULT_FIELD_INDEXES).declare(
+                tenant.id, CollectionSpec.model_validate(spec)
+            )
     finally:
         await database.dispose()
 

@@ -116,9 +116,9 @@ def _describe(old: Collection, spec: CollectionSpec) -> list[str]:
 
 
 class CollectionService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, max_field_indexes: int) -> None:
         self.repository = SyncRepository(session)
-        self.field_indexes = FieldIndexRepository(session)
+        self.field_indexes = FieldIndexRepository(session, max_field_indexes)
 
     async def list(self, tenant_id: str) -> list[Collection]:
         return list(await self.repository.list_collections(tenant_id))

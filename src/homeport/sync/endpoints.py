@@ -84,8 +84,8 @@ async def sync_service(state: StateDep, session: SessionDep) -> SyncService:
     return SyncService(session, state.settings, state.secret_key)
 
 
-async def collection_service(session: SessionDep) -> CollectionService:
-    return CollectionService(session)
+async def collection_service(state: StateDep, session: SessionDep) -> CollectionService:
+    return CollectionService(session, state.settings.records_max_field_indexes)
 
 
 async def conflict_service(session: SessionDep) -> ConflictService:
