@@ -157,10 +157,14 @@ class UploadRepository:
                 .execution_options(synchronize_session=False)
             )
 
-    async def delete_parts(self, tenant_id: str, upload_id: str) -> None:
-        await self.session.execute(
-            tenant_delete(UploadPart, tenant_id).where(UploadPart.upload_id == upload_id)
-        )
+    async def delete_parts(
+        self, tenant_id: str, upload_id: str, numbers: Sequence[int] | None = None
+    ) -> None:
+        """Forget the upload's parts (``numbers``: only these), so that they count as missing."""
+        statement = tenant_delete(UploadPart, tenant_id).where(UploadPart.upload_id == upload_id)
+        if numbers is not None:
+            statement = statement.where(UploadPart.number.in_(list(numbers)))
+        await self.session.execute(statement)
 
     # Expiry
 

@@ -248,13 +248,9 @@ class UploadService:
                 digest = await sha256_of(self.storage, upload.storage_key)
             size = await self.storage.size(upload.storage_key)
             if upload.file_hash is not None and digest != upload.file_hash:
-                await self._reopen(principal, upload, parts)
-                raise ProblemError(
-                    ErrorCode.UPLOAD_002,
-                    "The file's SHA-256 does not match file_hash; re-send the chunks that "
-                    "changed, or start over",
-                    extra={"expected": upload.file_hash, "actual": digest},
-                )
+                damaged = await self._damaged_parts(upload, parts, part_hashes)
+                await self._reopen(principal, upload, parts, forget=damaged)
+                raise self._mismatch(upload.file_hash, digest, damaged)
             mime_type = self.check_head(upload, await self.read_head(upload, HEAD_BYTES))
             image = None
             if mime_type in VARIANT_SOURCE_TYPES:
@@ -314,12 +310,58 @@ class UploadService:
                 ErrorCode.UPLOAD_008, exc.reason, extra={"reason": exc.code}
             ) from exc
 
-    async def _reopen(self, principal: Principal, upload: UploadSession, parts: list[Part]) -> None:
+    async def _damaged_parts(
+        self, upload: UploadSession, parts: list[Part], part_hashes: dict[int, str]
+    ) -> list[int]:
+        """The parts whose stored bytes no longer have the SHA-256 they were accepted with
+        (lost or damaged in storage, e.g. by a power loss before they reached the disk). Only
+        read after a whole-file mismatch; parts without a recorded hash (tus) are not known."""
+        damaged = []
+        for part in parts:
+            expected = part_hashes.get(part.number)
+            if expected is None:
+                continue
+            digest = hashlib.sha256()
+            async for block in self.storage.read(
+                upload.storage_key, part.offset, part.offset + part.size
+            ):
+                digest.update(block)
+            if digest.hexdigest() != expected:
+                damaged.append(part.number)
+        return damaged
+
+    @staticmethod
+    def _mismatch(expected: str, actual: str, damaged: list[int]) -> ProblemError:
+        resend = [number - 1 for number in damaged]  # chunk indexes
+        if resend:
+            detail = (
+                f"The file's SHA-256 does not match file_hash: chunk(s) {resend} no longer hold "
+                "what was sent (lost or damaged in storage); send them again, then finalize"
+            )
+        else:
+            detail = (
+                "The file's SHA-256 does not match file_hash, though every chunk holds what was "
+                "sent: the file changed while it was sent, or file_hash is wrong; re-send the "
+                "chunks that changed, or start over"
+            )
+        extra = {"expected": expected, "actual": actual, "chunks_to_resend": resend}
+        return ProblemError(ErrorCode.UPLOAD_002, detail, extra=extra)
+
+    async def _reopen(
+        self,
+        principal: Principal,
+        upload: UploadSession,
+        parts: list[Part],
+        forget: list[int] | None = None,
+    ) -> None:
         """After a failed whole-file check the parts must be writable again (S3 completed its
-        multipart upload already); a local file simply stays where it is."""
+        multipart upload already); a local file simply stays where it is. The ``forget``
+        parts count as missing again (their bytes were found damaged)."""
         handle, reopened = await self.storage.reopen(upload.storage_key, parts)
         async with self.begin() as session:
             repository = UploadRepository(session)
+            if forget:
+                await repository.delete_parts(upload.tenant_id, upload.id, forget)
             await repository.update(
                 upload.tenant_id, upload.id, storage_handle=handle, updated_at=utcnow()
             )
