@@ -92,6 +92,12 @@ class RunningDigests:
             entry.hasher.update(piece)
             entry.offset += len(piece)
 
+    def covers(self, upload_id: str, offset: int) -> bool:
+        """Whether this process hashed the upload's bytes, in order, up to ``offset``: it then
+        wrote them itself since it started (no restart, no power loss in between)."""
+        entry = self._entries.get(upload_id)
+        return entry is not None and entry.offset == offset
+
     def take(self, upload_id: str, total_size: int, parts: dict[int, str]) -> str | None:
         """The digest when it covers the whole file and every part it hashed is the stored one."""
         entry = self._entries.pop(upload_id, None)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect
 
 from homeport.auth.principal import Principal
@@ -25,6 +26,7 @@ from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError, not_found
 from homeport.kit.ids import new_id
+from homeport.kit.logging import get_logger
 from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import UploadSession
 from homeport.uploads.blocks import Block, Blocks, size_of
@@ -41,9 +43,12 @@ from homeport.uploads.service import (
     upload_busy,
 )
 
+log = get_logger("homeport.uploads")
+
 PROTOCOL = "tus"
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,expiration,checksum,termination"
+
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 _FILENAME_KEYS = ("filename", "name")
 _TYPE_KEYS = ("filetype", "type", "content_type", "mime_type")
@@ -159,8 +164,32 @@ class TusUploads:
     async def head(self, principal: Principal, upload_id: str) -> UploadSession:
         async with self.service.begin() as session:
             upload = await self.service.load(session, principal, upload_id, PROTOCOL)
+            await self._check_stored_offset(session, upload)
         self._require_usable(upload)
         return upload
+
+    async def _check_stored_offset(self, session: AsyncSession, upload: UploadSession) -> None:
+        """A local file must still hold the bytes below the recorded offset. Acknowledged bytes
+        are not synced (only a finished file is): after a power loss the file can be shorter
+        than the offset the database kept, and a client resuming there would leave a hole.
+        Then the offset goes back to what the file holds, so HEAD tells the client where to
+        resume (and a PATCH at the old offset is a 409). Skipped when this process wrote the
+        bytes up to the offset itself (it has hashed them: no restart since)."""
+        storage = self.service.storage
+        if upload.status != "open" or upload.offset == 0 or not isinstance(storage, LocalStorage):
+            return
+        if self.service.digests.covers(upload.id, upload.offset):
+            return
+        stored = await storage.size(upload.storage_key)
+        if stored is None or stored >= upload.offset:
+            return
+        log.warning(
+            "upload_offset_lowered", upload_id=upload.id, recorded=upload.offset, stored=stored
+        )
+        await UploadRepository(session).update(
+            upload.tenant_id, upload.id, offset=stored, updated_at=utcnow()
+        )
+        upload.offset = stored
 
     def _require_usable(self, upload: UploadSession) -> None:
         if upload.status == "finalized":
@@ -189,6 +218,7 @@ class TusUploads:
                 session, principal, upload_id, PROTOCOL, for_update=True
             )
             self._require_usable(current)
+            await self._check_stored_offset(session, current)
             _require_offset(current, offset)
             if current.status == "finalized":
                 return PatchResult(current, current.offset, None)
