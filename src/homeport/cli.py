@@ -133,6 +133,10 @@ async def _require_tenant(database: Database, slug: str) -> str:
     return tenant.id
 
 
+# Collection thresholds of the serving process (young, middle, old generation): see serve.
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
 @app.command()
 def migrate(data_dir: DataDir = None) -> None:
     """Create or upgrade the database schema (safe to run again)."""
@@ -212,6 +216,11 @@ def serve(
     # stalled every request in flight for about 100 ms every second under load (W3's p99).
     gc.collect()
     gc.freeze()
+    # A request allocates thousands of objects, nearly all freed by reference counting; at the
+    # default threshold (700) the young generation was collected several times per request.
+    # Measured on W3, alternating with the defaults: 5 to 12 % more creates per second, the
+    # p99 the same or lower; cyclic garbage waits a little longer (a few MB at most).
+    gc.set_threshold(*GC_THRESHOLDS)
     uvicorn.run(
         application,
         host=settings.host,
