@@ -132,6 +132,15 @@ async def _index_of(harness: Harness, tenant: Tenant, collection: str, field: st
     return found[0] if found else None
 
 
+async def _present(harness: Harness, candidates: list[tuple[Tenant, str]]) -> set[tuple[str, str]]:
+    """Which of these (tenant, field) pairs of the ``notes`` collections have their index."""
+    found = set()
+    for tenant, field in candidates:
+        if await _index_of(harness, tenant, "notes", field) is not None:
+            found.add((tenant.slug, field))
+    return found
+
+
 async def test_an_index_of_one_tenant_never_reaches_another_tenants_writes(
     world: World,
 ) -> None:
@@ -231,11 +240,7 @@ async def test_changed_and_deleted_declarations_take_their_indexes_along(world: 
     assert (await _declare(harness, beta_owner.headers, "notes", ["title"])).status_code == 201
 
     async def present() -> set[tuple[str, str]]:
-        found = set()
-        for tenant, field in [(acme, "title"), (acme, "status"), (beta, "title")]:
-            if await _index_of(harness, tenant, "notes", field) is not None:
-                found.add((tenant.slug, field))
-        return found
+        return await _present(harness, [(acme, "title"), (acme, "status"), (beta, "title")])
 
     assert await present() == {("acme", "title"), ("acme", "status"), ("beta", "title")}
     changed = await _declare(harness, owner.headers, "notes", ["status"], update=True)
@@ -405,11 +410,7 @@ async def test_declarations_beyond_the_budget_are_kept_and_answered_without_an_i
         assert late.json()["collection"]["indexes"] == ["status"]
 
         async def present() -> set[tuple[str, str]]:
-            found = set()
-            for tenant, field in [(acme, "title"), (acme, "status"), (beta, "status")]:
-                if await _index_of(harness, tenant, "notes", field) is not None:
-                    found.add((tenant.slug, field))
-            return found
+            return await _present(harness, [(acme, "title"), (acme, "status"), (beta, "status")])
 
         assert await present() == {("acme", "title"), ("acme", "status")}
         for number in range(30):
