@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute, APIWebSocketRoute
+from starlette._utils import get_route_path  # what Route.matches uses (FastAPI imports it too)
 from starlette.routing import Match
 from starlette.types import Scope
 
@@ -25,22 +26,11 @@ class Route(APIRoute):
         self.literal_prefix = self.path_format.split("{", 1)[0]
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if not _route_path(scope).startswith(self.literal_prefix):
+        # The path the regex is matched against (without the root path), taken the way
+        # Starlette's and FastAPI's own matching take it.
+        if not get_route_path(scope).startswith(self.literal_prefix):
             return Match.NONE, {}
         return super().matches(scope)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path the routes see: the request path without the app's ``root_path``, as
-    Starlette's routing takes it."""
-    path: str = scope["path"]
-    root_path: str = scope.get("root_path", "")
-    if root_path and path.startswith(root_path):
-        if path == root_path:
-            return ""
-        if path[len(root_path)] == "/":
-            return path[len(root_path) :]
-    return path
 
 
 def api_router(**options: Any) -> APIRouter:
