@@ -101,10 +101,10 @@ class Storage(Protocol):
         """Give an assembled object another key (the old key stops existing)."""
 
 
-async def sha256_of(storage: Storage, key: str) -> str:
-    """SHA-256 (hex) of a stored object, read in blocks."""
+async def sha256_of(storage: Storage, key: str, start: int = 0, end: int | None = None) -> str:
+    """SHA-256 (hex) of a stored object (or of its bytes ``start`` to ``end``), read in blocks."""
     digest = hashlib.sha256()
-    async for block in storage.read(key):
+    async for block in storage.read(key, start, end):
         digest.update(block)
     return digest.hexdigest()
 

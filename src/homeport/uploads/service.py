@@ -319,14 +319,10 @@ class UploadService:
         damaged = []
         for part in parts:
             expected = part_hashes.get(part.number)
-            if expected is None:
-                continue
-            digest = hashlib.sha256()
-            async for block in self.storage.read(
-                upload.storage_key, part.offset, part.offset + part.size
+            end = part.offset + part.size
+            if expected is not None and expected != await sha256_of(
+                self.storage, upload.storage_key, part.offset, end
             ):
-                digest.update(block)
-            if digest.hexdigest() != expected:
                 damaged.append(part.number)
         return damaged
 
