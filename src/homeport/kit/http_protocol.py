@@ -30,44 +30,44 @@ log = get_logger("homeport.http")
 UNPARSEABLE_DETAIL = "The HTTP request could not be parsed"
 
 
-def unparseable_request_answer(
-    trace_id: str, default_headers: list[tuple[bytes, bytes]] | None = None
-) -> bytes:
-    """The whole HTTP/1.1 answer (status line, headers, body) to a request that could not be
-    parsed: 400 ``VALIDATION_001``, with no ``instance`` (the path is not known)."""
+def _refusal(
+    code: ErrorCode, detail: str, status: int, error: str
+) -> tuple[bytes, list[tuple[str, str]]]:
+    """The body and headers of a problem answer the server writes itself, and its access log
+    line (no app middleware saw the request), with the trace id the answer carries. The
+    connection ends with it: the parser cannot resume after an error, nor a refused handshake
+    turn into a request."""
+    trace_id = new_id()
+    log.info("request", status=status, error=error, trace_id=trace_id)
     body = json.dumps(
-        problem_body(ErrorCode.VALIDATION_001, UNPARSEABLE_DETAIL, trace_id, status=400)
+        problem_body(code, detail, trace_id, status=status), separators=(",", ":")
     ).encode()
-    content = [STATUS_LINE[400]]
-    for name, value in default_headers or []:
-        content += [name, b": ", value, b"\r\n"]
-    content += [
-        b"content-type: " + PROBLEM_CONTENT_TYPE.encode() + b"\r\n",
-        b"content-length: " + str(len(body)).encode() + b"\r\n",
-        b"x-trace-id: " + trace_id.encode() + b"\r\n",
-        b"x-content-type-options: nosniff\r\n",
-        # The parser cannot resume after an error: the connection ends with this answer.
-        b"connection: close\r\n",
-        b"\r\n",
-        body,
+    headers = [
+        ("content-type", PROBLEM_CONTENT_TYPE),
+        ("content-length", str(len(body))),
+        ("x-trace-id", trace_id),
+        ("x-content-type-options", "nosniff"),
+        ("connection", "close"),
     ]
-    return b"".join(content)
+    return body, headers
 
 
 class ProblemHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` whose 400 for an unparseable request is problem+json.
+    """``HttpToolsProtocol`` whose 400 for an unparseable request is problem+json
+    (``VALIDATION_001``, with no ``instance``: the path is not known).
 
     uvicorn calls :meth:`send_400_response` only where ``httptools.HttpParserError`` is caught
     (after logging its own warning); the override keeps its contract: write, then close."""
 
     def send_400_response(self, msg: str) -> None:
-        trace_id = new_id()
-        # No app middleware saw this request: this line is its access log, with the trace id
-        # the answer carries.
-        log.info("request", status=400, error="unparseable_http_request", trace_id=trace_id)
-        self.transport.write(
-            unparseable_request_answer(trace_id, self.server_state.default_headers)
+        body, headers = _refusal(
+            ErrorCode.VALIDATION_001, UNPARSEABLE_DETAIL, 400, "unparseable_http_request"
         )
+        content = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            content += [name, b": ", value, b"\r\n"]
+        content += [f"{name}: {value}\r\n".encode() for name, value in headers]
+        self.transport.write(b"".join([*content, b"\r\n", body]))
         self.transport.close()
 
 
@@ -86,24 +86,11 @@ class _ProblemServerProtocol(ServerProtocol):
     def reject(self, status: http.HTTPStatus | int, text: str) -> Response:
         status = http.HTTPStatus(status)
         code = _HANDSHAKE_CODES.get(status.value, ErrorCode.VALIDATION_001)
-        trace_id = new_id()
         # The library's own words name what was wrong with the handshake; never a secret.
         detail = text.strip().splitlines()[0] if text.strip() else status.phrase
-        body = json.dumps(
-            problem_body(code, detail, trace_id, status=status.value), separators=(",", ":")
-        ).encode()
-        log.info("request", status=status.value, error="websocket_handshake", trace_id=trace_id)
-        headers = Headers(
-            [
-                ("Date", email.utils.formatdate(usegmt=True)),
-                ("Connection", "close"),
-                ("Content-Length", str(len(body))),
-                ("Content-Type", PROBLEM_CONTENT_TYPE),
-                ("X-Trace-Id", trace_id),
-                ("X-Content-Type-Options", "nosniff"),
-            ]
-        )
-        return Response(status.value, status.phrase, headers, body)
+        body, headers = _refusal(code, detail, status.value, "websocket_handshake")
+        all_headers = Headers([("Date", email.utils.formatdate(usegmt=True)), *headers])
+        return Response(status.value, status.phrase, all_headers, body)
 
 
 class ProblemWebSocketProtocol(WebSocketsSansIOProtocol):
