@@ -48,7 +48,6 @@ log = get_logger("homeport.uploads")
 PROTOCOL = "tus"
 TUS_VERSION = "1.0.0"
 EXTENSIONS = "creation,creation-with-upload,expiration,checksum,termination"
-
 CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 _FILENAME_KEYS = ("filename", "name")
 _TYPE_KEYS = ("filetype", "type", "content_type", "mime_type")
