@@ -91,7 +91,7 @@ MODEL_TABLES = {table.name for table in metadata.sorted_tables}
 
 def test_one_head_in_the_migrations_directory() -> None:
     assert (migrations_dir() / "env.py").is_file()
-    assert head() == "0007_field_indexes"
+    assert head() == "0008_upload_synced_offset"
 
 
 def test_upgrade_head_matches_the_models(empty_url: str) -> None:

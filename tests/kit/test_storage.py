@@ -4,6 +4,7 @@ S3-compatible server (moto over HTTP); a few S3-only tests cover what only S3 ha
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import socket
@@ -503,3 +504,33 @@ def test_what_is_left_after_a_short_write() -> None:
     assert left_after_write(pieces, 3) == [b"de", b"fgh"]
     assert left_after_write(pieces, 6) == [b"gh"]
     assert left_after_write(pieces, 8) == []
+
+
+async def test_local_failures_of_the_system_are_storage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk or an I/O error is the storage's failure (callers answer 503), not a bug (500);
+    # a missing object keeps its own meaning.
+    storage = LocalStorage(tmp_path)
+    await storage.start()
+    handle = await storage.create_staged("t/a/u/1")
+
+    def fails(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "pwritev", fails)
+        with pytest.raises(StorageError) as written:
+            await storage.write_part("t/a/u/1", handle, Part(1, 0, 3), b"abc")
+        assert not isinstance(written.value, ObjectMissing)
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", fails)
+        with pytest.raises(StorageError):
+            await storage.put("t/a/blob", b"abc", "application/octet-stream")
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fdatasync", fails)
+        with pytest.raises(StorageError):
+            storage.sync_staged("t/a/u/1")
+    with pytest.raises(ObjectMissing):
+        await storage.get("t/a/missing")
+    assert await storage.size("t/a/missing") is None

@@ -5,6 +5,7 @@ the finalize answer."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from tests.conftest import make_settings, running_harness
+from tests.conftest import Harness, make_settings, running_harness
 from tests.uploads.conftest import Uploader, make_uploader
 
 
@@ -129,3 +130,45 @@ async def test_progress_commits_relaxed_and_the_finished_file_is_synced(
         "NORMAL",
         "FULL",
     }
+
+
+async def test_a_full_disk_is_a_503_that_keeps_nothing(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The disk, not the client, failed: a problem answer to retry later, never a 500, and the
+    # chunk (or PATCH) is not counted as received.
+    uploader = await make_uploader(harness)
+    data = os.urandom(3 * 64 * 1024)
+    upload = await uploader.init(data)
+    size = upload["chunk_size"]
+    headers = {**uploader.headers, "Tus-Resumable": "1.0.0"}
+    created = await uploader.client.post(
+        "/api/v1/tus/", headers={**headers, "Upload-Length": str(len(data))}
+    )
+    assert created.status_code == 201, created.text
+
+    def no_space(*_args: Any) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwritev", no_space)
+    chunk = await uploader.chunk(upload["upload_id"], 0, data[:size])
+    patch = await uploader.client.patch(
+        created.headers["Location"],
+        content=data,
+        headers={
+            **headers,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+        },
+    )
+    monkeypatch.undo()
+    for answer in (chunk, patch):
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert answer.json()["code"] == "UNAVAILABLE"
+    status = await uploader.client.get(
+        f"/api/v1/uploads/{upload['upload_id']}/status", headers=uploader.headers
+    )
+    assert status.json()["uploaded_chunks"] == []
+    head = await uploader.client.head(created.headers["Location"], headers=headers)
+    assert head.headers["Upload-Offset"] == "0"

@@ -20,7 +20,9 @@ import pytest
 from homeport.app import build_registry
 from homeport.config import Settings
 from homeport.kit.clock import utcnow
+from homeport.kit.disk import boot_id
 from homeport.kit.jobs import JobRunner
+from homeport.models.files import UploadSession
 from homeport.uploads.repository import UploadRepository
 from tests.conftest import Harness, make_settings, running_harness
 from tests.live_server import LiveServer
@@ -668,5 +670,96 @@ async def test_a_file_shorter_than_its_recorded_offset_resumes_from_what_it_hold
         rest = await tus.patch(url, 120_000, data[120_000:])
         assert rest.status_code == 204, rest.text
         assert rest.headers["Upload-Offset"] == str(len(data))
+        downloaded = await harness.client.get(rest.headers["Homeport-File-Url"])
+        assert downloaded.content == data
+
+
+async def test_each_patch_syncs_the_bytes_of_the_patches_before_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(descriptor: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        real_fdatasync(descriptor)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    data = os.urandom(300_000)
+    tus = await tus_for(harness)
+    url = await tus.new(len(data))
+    path = staged_path(harness, harness.tenants["acme"].id, upload_id_of(url))
+    first = await tus.patch(url, 0, data[:100_000])
+    assert first.status_code == 204, first.text
+    assert synced == []  # nothing was written before it
+    second = await tus.patch(url, 100_000, data[100_000:200_000])
+    assert second.status_code == 204, second.text
+    assert synced == [str(path)]
+
+
+async def _two_patches_then_restart_state(
+    settings: Settings, data: bytes, *, rebooted: bool
+) -> tuple[str, Path]:
+    """Send data[:200_000] in two PATCHes; ``rebooted``: record that the machine has booted
+    since they were written (and zero the bytes past the synced offset, as a power loss can,
+    the file keeping its size)."""
+    async with running_harness(settings) as harness:
+        tus = await tus_for(harness)
+        url = await tus.new(len(data))
+        for start, end in ((0, 100_000), (100_000, 200_000)):
+            sent = await tus.patch(url, start, data[start:end])
+            assert sent.status_code == 204, sent.text
+        upload_id = upload_id_of(url)
+        path = staged_path(harness, harness.tenants["acme"].id, upload_id)
+        async with harness.state.database.transaction() as session:
+            upload = await session.get(UploadSession, upload_id)
+            assert upload is not None
+            # The first PATCH's bytes were synced while the second arrived.
+            assert (upload.offset, upload.synced_offset) == (200_000, 100_000)
+            assert upload.written_boot == boot_id() is not None
+            if rebooted:
+                upload.written_boot = "an-earlier-boot"
+    if rebooted:
+        with path.open("r+b") as file:
+            file.seek(100_000)
+            file.write(bytes(100_000))
+    return url, path
+
+
+async def test_after_a_reboot_an_upload_resumes_from_the_bytes_known_to_be_on_disk(
+    settings: Settings,
+) -> None:
+    data = os.urandom(300_000)
+    url, path = await _two_patches_then_restart_state(settings, data, rebooted=True)
+    assert path.stat().st_size == 200_000  # the size alone does not tell
+    async with running_harness(settings) as harness:
+        headers = await harness.login_headers(
+            "owner@acme.example.com", "correct-horse-battery", "phone-1"
+        )
+        tus = Tus(harness, headers)
+        assert await tus.offset(url) == 100_000
+        stale = await tus.patch(url, 200_000, data[200_000:])
+        assert stale.status_code == 409, stale.text
+        rest = await tus.patch(url, 100_000, data[100_000:])
+        assert rest.status_code == 204, rest.text
+        assert rest.headers["Upload-Offset"] == str(len(data))
+        downloaded = await harness.client.get(rest.headers["Homeport-File-Url"])
+        assert downloaded.content == data
+
+
+async def test_a_restart_without_a_reboot_keeps_every_acknowledged_byte(
+    settings: Settings,
+) -> None:
+    # A process that stops (or crashes) loses nothing the kernel holds: no re-send.
+    data = os.urandom(300_000)
+    url, _ = await _two_patches_then_restart_state(settings, data, rebooted=False)
+    async with running_harness(settings) as harness:
+        headers = await harness.login_headers(
+            "owner@acme.example.com", "correct-horse-battery", "phone-1"
+        )
+        tus = Tus(harness, headers)
+        assert await tus.offset(url) == 200_000
+        rest = await tus.patch(url, 200_000, data[200_000:])
+        assert rest.status_code == 204, rest.text
         downloaded = await harness.client.get(rest.headers["Homeport-File-Url"])
         assert downloaded.content == data

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 # sync_file_range(2) flag: start writing the range's dirty pages, do not wait for them.
 _SYNC_FILE_RANGE_WRITE = 2
@@ -47,3 +50,24 @@ def sync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def sync_data(path: Path) -> None:
+    """Blocking: ``fdatasync`` a file (its bytes and what reading them back needs, such as its
+    size; not its times)."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        getattr(os, "fdatasync", os.fsync)(descriptor)  # macOS has only fsync
+    finally:
+        os.close(descriptor)
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """Which boot of the machine this is (Linux), or None where the system does not say.
+    Written bytes not yet synced survive a process crash (they are in the kernel's page
+    cache) but not a power loss, which the machine comes back from with a new boot id."""
+    try:
+        return _BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None

@@ -18,14 +18,15 @@ import asyncio
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
-from homeport.kit.disk import start_writeback, sync
+from homeport.kit.disk import start_writeback, sync, sync_data
 
 READ_BLOCK = 1024 * 1024
+_Result = TypeVar("_Result")
 _KEY = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 
 
@@ -121,6 +122,18 @@ class LocalStorage:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    @staticmethod
+    async def _on_thread(function: Callable[..., _Result], *args: Any) -> _Result:
+        """Run a blocking file operation on a worker thread. The system's failures (a full
+        disk, an I/O error, a read-only mount) are the storage's, not the caller's: they
+        become :class:`StorageError` (a missing file is left to each operation to mean)."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except (StorageError, FileNotFoundError):
+            raise
+        except OSError as exc:
+            raise StorageError(f"file storage failed: {exc.strerror or exc}") from exc
+
     async def start(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
 
@@ -141,12 +154,21 @@ class LocalStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(exist_ok=True)
 
-        await asyncio.to_thread(create)
+        await self._on_thread(create)
         return ""
 
     async def write_part(self, key: str, handle: str, part: Part, data: bytes) -> Part:
-        await asyncio.to_thread(self.write_at, key, part.offset, data)
+        await self._on_thread(self.write_at, key, part.offset, data)
         return part
+
+    def sync_staged(self, key: str) -> None:
+        """Blocking: put what was written to a staged object so far on disk."""
+        try:
+            sync_data(self._path(key))
+        except FileNotFoundError as exc:
+            raise ObjectMissing(key) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot sync a staged object: {exc.strerror}") from exc
 
     def write_at(self, key: str, offset: int, data: bytes | Sequence[bytes]) -> None:
         """Blocking: write ``data`` (bytes, or pieces written one after the other) at
@@ -165,6 +187,8 @@ class LocalStorage:
                 offset += written
                 pieces = left_after_write(pieces, written)
             start_writeback(descriptor, start, offset - start)
+        except OSError as exc:  # a full disk, an I/O error: the storage's, not the client's
+            raise StorageError(f"cannot write a staged object: {exc.strerror}") from exc
         finally:
             os.close(descriptor)
 
@@ -182,7 +206,7 @@ class LocalStorage:
                 raise ObjectMissing(key) from exc
             sync(path.parent)
 
-        await asyncio.to_thread(truncate_and_sync)
+        await self._on_thread(truncate_and_sync)
 
     async def reopen(self, key: str, parts: list[Part]) -> tuple[str, list[Part]]:
         if await self.size(key) is None:
@@ -203,26 +227,26 @@ class LocalStorage:
             os.replace(temporary, path)
             sync(path.parent)
 
-        await asyncio.to_thread(write)
+        await self._on_thread(write)
 
     async def get(self, key: str) -> bytes:
         try:
-            return await asyncio.to_thread(self._path(key).read_bytes)
+            return await self._on_thread(self._path(key).read_bytes)
         except FileNotFoundError as exc:
             raise ObjectMissing(key) from exc
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)
         try:
-            handle = await asyncio.to_thread(path.open, "rb")
+            handle = await self._on_thread(_open_binary, path)
         except FileNotFoundError as exc:
             raise ObjectMissing(key) from exc
         try:
-            await asyncio.to_thread(handle.seek, start)
+            await self._on_thread(handle.seek, start)
             remaining = None if end is None else max(0, end - start)
             while remaining is None or remaining > 0:
                 wanted = READ_BLOCK if remaining is None else min(READ_BLOCK, remaining)
-                block = await asyncio.to_thread(handle.read, wanted)
+                block = await self._on_thread(handle.read, wanted)
                 if not block:
                     break
                 if remaining is not None:
@@ -234,12 +258,13 @@ class LocalStorage:
 
     async def size(self, key: str) -> int | None:
         try:
-            return (await asyncio.to_thread(self._path(key).stat)).st_size
+            return (await self._on_thread(self._path(key).stat)).st_size
         except FileNotFoundError:
             return None
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+        path = self._path(key)
+        await self._on_thread(lambda: path.unlink(missing_ok=True))
 
     async def move(self, source: str, target: str) -> None:
         source_path, target_path = self._path(source), self._path(target)
@@ -251,7 +276,7 @@ class LocalStorage:
             except FileNotFoundError as exc:
                 raise ObjectMissing(source) from exc
 
-        await asyncio.to_thread(rename)
+        await self._on_thread(rename)
 
 
 def open_storage(
@@ -281,6 +306,10 @@ def open_storage(
             prefix=prefix,
         )
     raise ValueError(f"unknown storage backend {backend!r} (expected 'fs' or 's3')")
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return path.open("rb")
 
 
 # Below the kernel's IOV_MAX (1024) for one pwritev.

@@ -93,6 +93,11 @@ class UploadSession(Base):
     # tus: bytes accepted so far (parts cover [0, offset) plus a tail below the part size).
     offset: Mapped[int] = mapped_column(BigInteger, default=0)
     tail_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    # tus, local directory: bytes below synced_offset are on disk; those above were written
+    # during boot written_boot (a Linux boot id) and are lost or zeros if the machine has
+    # booted since (a power loss).
+    synced_offset: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    written_boot: Mapped[str | None] = mapped_column(String(36), nullable=True)
     tus_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     storage_key: Mapped[str] = mapped_column(String(300))
     storage_handle: Mapped[str] = mapped_column(String(1024), default="")

@@ -83,6 +83,8 @@ class UploadRepository:
         *,
         offset: int,
         tail_size: int,
+        synced_offset: int,
+        written_boot: str | None,
         now: datetime,
         release_owner: str | None,
     ) -> None:
@@ -95,6 +97,8 @@ class UploadRepository:
                 "upload": upload_id,
                 "new_offset": offset,
                 "new_tail_size": tail_size,
+                "synced": synced_offset,
+                "boot": written_boot,
                 "now": now,
                 "owner": release_owner,
             },
@@ -218,6 +222,8 @@ _ADVANCE = (
     .values(
         offset=bindparam("new_offset"),
         tail_size=bindparam("new_tail_size"),
+        synced_offset=bindparam("synced"),
+        written_boot=bindparam("boot"),
         updated_at=bindparam("now"),
         # Released only if still ours (a NULL owner releases nothing).
         lock_owner=case((_OURS, None), else_=_SESSIONS.c.lock_owner),

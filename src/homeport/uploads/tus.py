@@ -24,6 +24,7 @@ from homeport.auth.principal import Principal
 from homeport.files.schemas import FILENAME_MAX_LENGTH, is_filename
 from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
+from homeport.kit.disk import boot_id
 from homeport.kit.errors import ErrorCode, ProblemError, not_found
 from homeport.kit.ids import new_id
 from homeport.kit.logging import get_logger
@@ -179,16 +180,33 @@ class TusUploads:
             return
         if self.service.digests.covers(upload.id, upload.offset):
             return
+        resume_at = upload.offset
+        if upload.written_boot is not None and upload.written_boot != boot_id():
+            # Written before the machine last booted, and never synced: maybe zeros now.
+            resume_at = min(resume_at, upload.synced_offset)
         stored = await storage.size(upload.storage_key)
-        if stored is None or stored >= upload.offset:
+        if stored is not None:
+            resume_at = min(resume_at, stored)
+        if resume_at >= upload.offset:
             return
         log.warning(
-            "upload_offset_lowered", upload_id=upload.id, recorded=upload.offset, stored=stored
+            "upload_offset_lowered",
+            upload_id=upload.id,
+            recorded=upload.offset,
+            stored=stored,
+            synced=upload.synced_offset,
         )
         await UploadRepository(session).update(
-            upload.tenant_id, upload.id, offset=stored, updated_at=utcnow()
+            upload.tenant_id,
+            upload.id,
+            offset=resume_at,
+            synced_offset=min(upload.synced_offset, resume_at),
+            written_boot=None,
+            updated_at=utcnow(),
         )
-        upload.offset = stored
+        upload.offset = resume_at
+        upload.synced_offset = min(upload.synced_offset, resume_at)
+        upload.written_boot = None
 
     def _require_usable(self, upload: UploadSession) -> None:
         if upload.status == "finalized":
@@ -268,6 +286,9 @@ class TusUploads:
             if isinstance(storage, LocalStorage)
             else None
         )
+        # The bytes of earlier PATCHes go to disk while this body arrives; its commit then
+        # records them as synced (a power loss costs at most the bytes since).
+        syncing = _DiskSync(storage, upload, start) if isinstance(storage, LocalStorage) else None
         parts_end = start - upload.tail_size  # bytes covered by S3 parts
         buffer = bytearray()
         try:
@@ -347,6 +368,10 @@ class TusUploads:
         finally:
             if writer is not None:
                 await writer.settle()
+            synced_offset = await syncing.settle() if syncing else upload.synced_offset
+        written_boot = upload.written_boot
+        if syncing is not None:
+            written_boot = boot_id() if end > synced_offset else None
         async with self.service.begin() as session:
             repository = UploadRepository(session)
             for part, digest in new_parts:
@@ -356,10 +381,13 @@ class TusUploads:
                 upload.id,
                 offset=end,
                 tail_size=tail_size,
+                synced_offset=synced_offset,
+                written_boot=written_boot,
                 now=utcnow(),
                 release_owner=lease_owner if end < upload.total_size else None,
             )
         upload.offset, upload.tail_size = end, tail_size
+        upload.synced_offset, upload.written_boot = synced_offset, written_boot
         return end
 
     async def _flush_part(
@@ -385,6 +413,31 @@ class TusUploads:
             # The discard job also deletes the tail; this only frees it sooner.
             with contextlib.suppress(StorageError):
                 await self.service.storage.delete(_tail_key(upload))
+
+
+class _DiskSync:
+    """Syncs a local file's bytes below ``start`` (the earlier PATCHes) on a worker thread,
+    begun at once, so that the wait is hidden behind the body arriving meanwhile."""
+
+    def __init__(self, storage: LocalStorage, upload: UploadSession, start: int) -> None:
+        self._before = upload.synced_offset
+        self._start = start
+        self._pending: asyncio.Future[None] | None = None
+        if start > upload.synced_offset:
+            self._pending = asyncio.ensure_future(
+                asyncio.to_thread(storage.sync_staged, upload.storage_key)
+            )
+
+    async def settle(self) -> int:
+        """The offset now known to be on disk (the earlier one if the sync failed: the
+        request's own outcome is decided elsewhere, by the write of the body)."""
+        if self._pending is None:
+            return self._before
+        try:
+            await self._pending
+        except (StorageError, OSError):
+            return self._before
+        return self._start
 
 
 class _BackgroundWriter:
