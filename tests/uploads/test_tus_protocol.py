@@ -659,15 +659,24 @@ async def test_a_file_shorter_than_its_recorded_offset_resumes_from_what_it_hold
         assert sent.status_code == 204, sent.text
         path = staged_path(harness, harness.tenants["acme"].id, upload_id_of(url))
     os.truncate(path, 120_000)  # the last 80,000 acknowledged bytes never reached the disk
+    await _resume_in_a_new_process(settings, url, data, recorded=200_000, resume_at=120_000)
+
+
+async def _resume_in_a_new_process(
+    settings: Settings, url: str, data: bytes, *, recorded: int, resume_at: int
+) -> None:
+    """A new server process: HEAD answers ``resume_at``, a PATCH at the ``recorded`` offset
+    (when it differs) is a 409, and the rest sent from ``resume_at`` makes the file."""
     async with running_harness(settings) as harness:
         headers = await harness.login_headers(
             "owner@acme.example.com", "correct-horse-battery", "phone-1"
         )
         tus = Tus(harness, headers)
-        assert await tus.offset(url) == 120_000
-        stale = await tus.patch(url, 200_000, data[200_000:])
-        assert stale.status_code == 409, stale.text
-        rest = await tus.patch(url, 120_000, data[120_000:])
+        assert await tus.offset(url) == resume_at
+        if recorded != resume_at:
+            stale = await tus.patch(url, recorded, data[recorded:])
+            assert stale.status_code == 409, stale.text
+        rest = await tus.patch(url, resume_at, data[resume_at:])
         assert rest.status_code == 204, rest.text
         assert rest.headers["Upload-Offset"] == str(len(data))
         downloaded = await harness.client.get(rest.headers["Homeport-File-Url"])
@@ -732,19 +741,7 @@ async def test_after_a_reboot_an_upload_resumes_from_the_bytes_known_to_be_on_di
     data = os.urandom(300_000)
     url, path = await _two_patches_then_restart_state(settings, data, rebooted=True)
     assert path.stat().st_size == 200_000  # the size alone does not tell
-    async with running_harness(settings) as harness:
-        headers = await harness.login_headers(
-            "owner@acme.example.com", "correct-horse-battery", "phone-1"
-        )
-        tus = Tus(harness, headers)
-        assert await tus.offset(url) == 100_000
-        stale = await tus.patch(url, 200_000, data[200_000:])
-        assert stale.status_code == 409, stale.text
-        rest = await tus.patch(url, 100_000, data[100_000:])
-        assert rest.status_code == 204, rest.text
-        assert rest.headers["Upload-Offset"] == str(len(data))
-        downloaded = await harness.client.get(rest.headers["Homeport-File-Url"])
-        assert downloaded.content == data
+    await _resume_in_a_new_process(settings, url, data, recorded=200_000, resume_at=100_000)
 
 
 async def test_a_restart_without_a_reboot_keeps_every_acknowledged_byte(
@@ -753,13 +750,4 @@ async def test_a_restart_without_a_reboot_keeps_every_acknowledged_byte(
     # A process that stops (or crashes) loses nothing the kernel holds: no re-send.
     data = os.urandom(300_000)
     url, _ = await _two_patches_then_restart_state(settings, data, rebooted=False)
-    async with running_harness(settings) as harness:
-        headers = await harness.login_headers(
-            "owner@acme.example.com", "correct-horse-battery", "phone-1"
-        )
-        tus = Tus(harness, headers)
-        assert await tus.offset(url) == 200_000
-        rest = await tus.patch(url, 200_000, data[200_000:])
-        assert rest.status_code == 204, rest.text
-        downloaded = await harness.client.get(rest.headers["Homeport-File-Url"])
-        assert downloaded.content == data
+    await _resume_in_a_new_process(settings, url, data, recorded=200_000, resume_at=200_000)
