@@ -530,7 +530,7 @@ async def test_local_failures_of_the_system_are_storage_errors(
     with monkeypatch.context() as patched:
         patched.setattr(os, "fdatasync", fails)
         with pytest.raises(StorageError):
-            storage.sync_staged("t/a/u/1")
+            await storage.sync_staged("t/a/u/1")
     with pytest.raises(ObjectMissing):
         await storage.get("t/a/missing")
     assert await storage.size("t/a/missing") is None

@@ -43,21 +43,15 @@ def start_writeback(descriptor: int, offset: int, length: int) -> None:
         _SYNC_RANGE(descriptor, offset, length, _SYNC_FILE_RANGE_WRITE)  # a hint: result unused
 
 
-def sync(path: Path) -> None:
-    """Blocking: ``fsync`` a file, or a directory (its entries: a new or renamed file)."""
+def sync(path: Path, *, data_only: bool = False) -> None:
+    """Blocking: ``fsync`` a file, or a directory (its entries: a new or renamed file).
+    ``data_only``: ``fdatasync``, a file's bytes and what reading them back needs (its size),
+    not its times."""
+    # macOS has no fdatasync.
+    flush = getattr(os, "fdatasync", os.fsync) if data_only else os.fsync
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def sync_data(path: Path) -> None:
-    """Blocking: ``fdatasync`` a file (its bytes and what reading them back needs, such as its
-    size; not its times)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        getattr(os, "fdatasync", os.fsync)(descriptor)  # macOS has only fsync
+        flush(descriptor)
     finally:
         os.close(descriptor)
 

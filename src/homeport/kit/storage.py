@@ -15,15 +15,17 @@ hashes only (never from client-supplied names).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypeVar
 
-from homeport.kit.disk import start_writeback, sync, sync_data
+from homeport.kit.disk import start_writeback, sync
 
 READ_BLOCK = 1024 * 1024
 _Result = TypeVar("_Result")
@@ -124,15 +126,9 @@ class LocalStorage:
 
     @staticmethod
     async def _on_thread(function: Callable[..., _Result], *args: Any) -> _Result:
-        """Run a blocking file operation on a worker thread. The system's failures (a full
-        disk, an I/O error, a read-only mount) are the storage's, not the caller's: they
-        become :class:`StorageError` (a missing file is left to each operation to mean)."""
-        try:
+        """Run a blocking file operation on a worker thread (see :func:`_system_failures`)."""
+        with _system_failures():
             return await asyncio.to_thread(function, *args)
-        except (StorageError, FileNotFoundError):
-            raise
-        except OSError as exc:
-            raise StorageError(f"file storage failed: {exc.strerror or exc}") from exc
 
     async def start(self) -> None:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
@@ -161,14 +157,12 @@ class LocalStorage:
         await self._on_thread(self.write_at, key, part.offset, data)
         return part
 
-    def sync_staged(self, key: str) -> None:
-        """Blocking: put what was written to a staged object so far on disk."""
+    async def sync_staged(self, key: str) -> None:
+        """Put what was written to a staged object so far on disk."""
         try:
-            sync_data(self._path(key))
+            await self._on_thread(functools.partial(sync, self._path(key), data_only=True))
         except FileNotFoundError as exc:
             raise ObjectMissing(key) from exc
-        except OSError as exc:
-            raise StorageError(f"cannot sync a staged object: {exc.strerror}") from exc
 
     def write_at(self, key: str, offset: int, data: bytes | Sequence[bytes]) -> None:
         """Blocking: write ``data`` (bytes, or pieces written one after the other) at
@@ -181,14 +175,14 @@ class LocalStorage:
             raise ObjectMissing(key) from exc
         start = offset
         try:
-            # One system call for all pieces, without joining them first.
-            while pieces:
-                written = os.pwritev(descriptor, pieces[:_MAX_PIECES_PER_WRITE], offset)
-                offset += written
-                pieces = left_after_write(pieces, written)
-            start_writeback(descriptor, start, offset - start)
-        except OSError as exc:  # a full disk, an I/O error: the storage's, not the client's
-            raise StorageError(f"cannot write a staged object: {exc.strerror}") from exc
+            # On the caller's worker thread (not through _on_thread): the same failures.
+            with _system_failures():
+                # One system call for all pieces, without joining them first.
+                while pieces:
+                    written = os.pwritev(descriptor, pieces[:_MAX_PIECES_PER_WRITE], offset)
+                    offset += written
+                    pieces = left_after_write(pieces, written)
+                start_writeback(descriptor, start, offset - start)
         finally:
             os.close(descriptor)
 
@@ -306,6 +300,19 @@ def open_storage(
             prefix=prefix,
         )
     raise ValueError(f"unknown storage backend {backend!r} (expected 'fs' or 's3')")
+
+
+@contextlib.contextmanager
+def _system_failures() -> Iterator[None]:
+    """The system's failures of a file operation (a full disk, an I/O error, a read-only
+    mount) are the storage's, not the caller's: they become :class:`StorageError`. A missing
+    file is left to each operation to mean."""
+    try:
+        yield
+    except (StorageError, FileNotFoundError):
+        raise
+    except OSError as exc:
+        raise StorageError(f"file storage failed: {exc.strerror or exc}") from exc
 
 
 def _open_binary(path: Path) -> BinaryIO:

@@ -196,17 +196,17 @@ class TusUploads:
             stored=stored,
             synced=upload.synced_offset,
         )
+        # Everything below the new offset is on disk, or was written during this boot.
+        lowered = {
+            "offset": resume_at,
+            "synced_offset": min(upload.synced_offset, resume_at),
+            "written_boot": None,
+        }
         await UploadRepository(session).update(
-            upload.tenant_id,
-            upload.id,
-            offset=resume_at,
-            synced_offset=min(upload.synced_offset, resume_at),
-            written_boot=None,
-            updated_at=utcnow(),
+            upload.tenant_id, upload.id, **lowered, updated_at=utcnow()
         )
-        upload.offset = resume_at
-        upload.synced_offset = min(upload.synced_offset, resume_at)
-        upload.written_boot = None
+        for name, value in lowered.items():
+            setattr(upload, name, value)
 
     def _require_usable(self, upload: UploadSession) -> None:
         if upload.status == "finalized":
@@ -281,14 +281,13 @@ class TusUploads:
         hasher: Any = CHECKSUM_ALGORITHMS[checksum.algorithm]() if checksum else None
         # A local file is written in place while the body arrives; elsewhere (S3) the body is
         # cut into parts of chunk_size and the rest kept as a tail object.
-        writer = (
-            _BackgroundWriter(storage, digests, upload, start, hasher)
-            if isinstance(storage, LocalStorage)
-            else None
-        )
-        # The bytes of earlier PATCHes go to disk while this body arrives; its commit then
-        # records them as synced (a power loss costs at most the bytes since).
-        syncing = _DiskSync(storage, upload, start) if isinstance(storage, LocalStorage) else None
+        writer: _BackgroundWriter | None = None
+        syncing: _DiskSync | None = None
+        if isinstance(storage, LocalStorage):
+            writer = _BackgroundWriter(storage, digests, upload, start, hasher)
+            # The bytes of earlier PATCHes go to disk while this body arrives; its commit
+            # then records them as synced (a power loss costs at most the bytes since).
+            syncing = _DiskSync(storage, upload, start)
         parts_end = start - upload.tail_size  # bytes covered by S3 parts
         buffer = bytearray()
         try:
@@ -368,10 +367,11 @@ class TusUploads:
         finally:
             if writer is not None:
                 await writer.settle()
-            synced_offset = await syncing.settle() if syncing else upload.synced_offset
-        written_boot = upload.written_boot
-        if syncing is not None:
-            written_boot = boot_id() if end > synced_offset else None
+            if syncing is not None:
+                await syncing.settle()
+        synced_offset, written_boot = (
+            syncing.recorded(end) if syncing else (upload.synced_offset, upload.written_boot)
+        )
         async with self.service.begin() as session:
             repository = UploadRepository(session)
             for part, digest in new_parts:
@@ -420,24 +420,26 @@ class _DiskSync:
     begun at once, so that the wait is hidden behind the body arriving meanwhile."""
 
     def __init__(self, storage: LocalStorage, upload: UploadSession, start: int) -> None:
-        self._before = upload.synced_offset
+        self._synced = upload.synced_offset
         self._start = start
         self._pending: asyncio.Future[None] | None = None
         if start > upload.synced_offset:
-            self._pending = asyncio.ensure_future(
-                asyncio.to_thread(storage.sync_staged, upload.storage_key)
-            )
+            self._pending = asyncio.ensure_future(storage.sync_staged(upload.storage_key))
 
-    async def settle(self) -> int:
-        """The offset now known to be on disk (the earlier one if the sync failed: the
-        request's own outcome is decided elsewhere, by the write of the body)."""
-        if self._pending is None:
-            return self._before
-        try:
-            await self._pending
-        except (StorageError, OSError):
-            return self._before
-        return self._start
+    async def settle(self) -> None:
+        """Wait for the sync. A failed one leaves the synced offset where it was: the
+        request's own outcome is decided by the write of the body."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        with contextlib.suppress(StorageError):
+            await pending
+            self._synced = self._start
+
+    def recorded(self, end: int) -> tuple[int, str | None]:
+        """What the commit of a body that ended at ``end`` records: the synced offset, and
+        the boot during which the bytes past it were written (none when there are none)."""
+        return self._synced, boot_id() if end > self._synced else None
 
 
 class _BackgroundWriter:
