@@ -25,6 +25,7 @@ from homeport.kit.broker import Broker, MemoryBroker, RedisBroker
 from homeport.kit.clock import utcnow
 from homeport.kit.compression import CompressionMiddleware
 from homeport.kit.db import Database
+from homeport.kit.direct import DirectRoutesMiddleware, check_direct_routes
 from homeport.kit.errors import ErrorCode
 from homeport.kit.http import (
     BodyLimitMiddleware,
@@ -46,6 +47,7 @@ from homeport.ops.endpoints import router as ops_router
 from homeport.realtime import tasks as realtime_tasks
 from homeport.realtime.endpoints import router as realtime_router
 from homeport.realtime.hub import Hub
+from homeport.records.direct import DIRECT_ROUTES
 from homeport.records.endpoints import router as records_router
 from homeport.records.writes import GroupedWrites
 from homeport.search.endpoints import router as search_router
@@ -122,7 +124,13 @@ def build_registry(
     return registry
 
 
-def create_app(settings: Settings | None = None, registry: JobRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    registry: JobRegistry | None = None,
+    *,
+    direct_routes: bool = True,
+) -> FastAPI:
+    """``direct_routes=False`` leaves every request to FastAPI (a test compares the two)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -217,6 +225,7 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
     )
     app.state.homeport = None
     install_problem_handlers(app)
+    app.add_api_route("/api/v1", _api_root, methods=["GET"], include_in_schema=False)
     include_flat(
         app,
         ops_router,
@@ -255,6 +264,9 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
         return state.rate_limiter
 
     # Added innermost first: the trace id is set before anything else runs.
+    if direct_routes:
+        check_direct_routes(app.router.routes, DIRECT_ROUTES)
+        app.add_middleware(DirectRoutesMiddleware, fastapi_app=app, routes=DIRECT_ROUTES)
     # gzip level 5 / brotli quality 4: most of the size gain of the top levels at a fraction
     # of their CPU (pull pages are large).
     app.add_middleware(CompressionMiddleware, minimum_size=1024, gzip_level=5, brotli_quality=4)
@@ -312,7 +324,6 @@ def create_app(settings: Settings | None = None, registry: JobRegistry | None = 
     if settings.trusted_proxies:
         # Outermost: the client address and scheme are settled before anything uses them.
         app.add_middleware(ForwardedHeadersMiddleware, trusted=settings.trusted_proxies)
-    app.add_api_route("/api/v1", _api_root, methods=["GET"], include_in_schema=False)
     return app
 
 

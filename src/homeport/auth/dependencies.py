@@ -156,6 +156,12 @@ async def get_checked_credentials(
 CheckedCredentialsDep = Annotated[Credentials, Depends(get_checked_credentials)]
 
 
+async def read_checked_credentials(request: Request) -> Credentials:
+    """What :data:`CheckedCredentialsDep` gives, for a direct route (``kit.direct``): the same
+    callables FastAPI would solve, called in the same order."""
+    return await get_checked_credentials(request, await _bearer(request), await _api_key(request))
+
+
 async def get_principal_briefly(credentials: CredentialsDep) -> Principal:
     """Like :func:`get_principal` in a transaction of its own that ends at once, for
     endpoints that must not hold one while a large body streams in (uploads)."""

@@ -204,9 +204,11 @@ async def create_record(
     view = await _write(credentials, collection, BatchOperation(op="create", data=data))
     assert view is not None
     response = _record_response(view, status.HTTP_201_CREATED)
-    # Escaped: an id may hold "/", "?", "#", "%" or non-ASCII characters.
+    # Escaped: an id may hold "/", "?", "#", "%" or non-ASCII characters. The request's
+    # path as it came (what request.url.path gives for a collection's name, without building
+    # the whole URL).
     location = quote(view.record_id, safe="")
-    response.headers["Location"] = f"{request.url.path.rstrip('/')}/{location}"
+    response.headers["Location"] = f"{request.scope['path'].rstrip('/')}/{location}"
     return response
 
 

@@ -1,0 +1,106 @@
+"""The single-record writes as direct routes (``kit.direct``): the same endpoint functions,
+called without FastAPI's dependency solving and body validation when the request is a
+well-formed JSON object write. Anything else is declined and FastAPI answers it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from homeport.auth.dependencies import read_checked_credentials
+from homeport.kit.direct import DirectRoute, Handler
+from homeport.records.endpoints import (
+    JSON,
+    MERGE_PATCH,
+    create_record,
+    delete_record,
+    patch_record,
+    replace_record,
+    router,
+)
+from homeport.sync.schemas import CollectionName, RecordId
+
+_collection_names: TypeAdapter[str] = TypeAdapter(CollectionName)
+_record_ids: TypeAdapter[str] = TypeAdapter(RecordId)
+# Exactly these (parameters aside): FastAPI reads any application/*json; a rarer spelling is
+# left to it.
+_JSON_TYPES = frozenset({JSON, MERGE_PATCH})
+
+
+def _json_object(request: Request, body: bytes) -> dict[str, Any] | None:
+    """The body as FastAPI's ``dict[str, Any]`` body parameter would take it, or None when
+    that is not certain."""
+    content_type = request.headers.get("content-type")
+    if not body or content_type is None:
+        return None
+    if content_type.partition(";")[0].strip().lower() not in _JSON_TYPES:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:  # FastAPI's 422 json_invalid
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _valid(adapter: TypeAdapter[str], value: Any) -> str | None:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:  # FastAPI's 422 for the path parameter
+        return None
+
+
+async def _create(request: Request, params: dict[str, Any], body: bytes) -> Response | None:
+    data = _json_object(request, body)
+    collection = _valid(_collection_names, params["collection"])
+    if data is None or collection is None:
+        return None
+    credentials = await read_checked_credentials(request)
+    return await create_record(request, collection, credentials, data)
+
+
+async def _replace(request: Request, params: dict[str, Any], body: bytes) -> Response | None:
+    data = _json_object(request, body)
+    collection = _valid(_collection_names, params["collection"])
+    record_id = _valid(_record_ids, params["record_id"])
+    if data is None or collection is None or record_id is None:
+        return None
+    credentials = await read_checked_credentials(request)
+    if_match = request.headers.get("if-match")
+    return await replace_record(collection, record_id, credentials, data, if_match)
+
+
+async def _patch(request: Request, params: dict[str, Any], body: bytes) -> Response | None:
+    patch = _json_object(request, body)
+    collection = _valid(_collection_names, params["collection"])
+    record_id = _valid(_record_ids, params["record_id"])
+    if patch is None or collection is None or record_id is None:
+        return None
+    credentials = await read_checked_credentials(request)
+    if_match = request.headers.get("if-match")
+    return await patch_record(collection, record_id, credentials, patch, if_match)
+
+
+async def _delete(request: Request, params: dict[str, Any], _body: bytes) -> Response | None:
+    collection = _valid(_collection_names, params["collection"])
+    record_id = _valid(_record_ids, params["record_id"])
+    if collection is None or record_id is None:
+        return None
+    credentials = await read_checked_credentials(request)
+    if_match = request.headers.get("if-match")
+    return await delete_record(collection, record_id, credentials, if_match)
+
+
+def _route(method: str, path: str, endpoint: Any, handler: Handler) -> DirectRoute:
+    return DirectRoute(method, router.prefix + path, endpoint, handler)
+
+
+DIRECT_ROUTES = (
+    _route("POST", "/records", create_record, _create),
+    _route("PUT", "/records/{record_id:path}", replace_record, _replace),
+    _route("PATCH", "/records/{record_id:path}", patch_record, _patch),
+    _route("DELETE", "/records/{record_id:path}", delete_record, _delete),
+)
