@@ -153,3 +153,48 @@ async def test_rotated_key_still_verifies_old_tokens(harness: Harness) -> None:
     fresh = await harness.login(tenant.owner_email, tenant.owner_password, "second")
     assert jwt.get_unverified_header(fresh["access_token"])["kid"] == "k-new"
     assert (await _me(harness, fresh["access_token"])).status_code == 200
+
+
+# Reading a token again
+
+
+def _issue(keyring: Any, ttl_seconds: int = 600, issuer: str = "homeport-test") -> str:
+    from datetime import UTC, datetime
+
+    from homeport.auth.tokens import issue_access_token
+
+    return issue_access_token(
+        keyring,
+        issuer=issuer,
+        ttl_seconds=ttl_seconds,
+        now=datetime.now(UTC),
+        user_id="u1",
+        tenant_id="t1",
+        session_id="s1",
+        device_id="d1",
+        role="member",
+    )
+
+
+def test_a_token_read_again_is_not_unpacked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    from homeport.auth import tokens
+    from homeport.auth.tokens import read_access_token
+    from homeport.kit.security import KeyRing, TokenError
+    from tests.kit.test_security import _frozen_datetime
+
+    keyring = KeyRing(keys={"k1": "s" * 43}, active_kid="k1")
+    token = _issue(keyring, ttl_seconds=60)
+    first = read_access_token(keyring, token, issuer="homeport-test")
+    assert (first.user_id, first.tenant_id, first.session_id) == ("u1", "t1", "s1")
+    monkeypatch.setattr(tokens, "decode_jwt", None)  # any decoding now fails loudly
+    assert read_access_token(keyring, token, issuer="homeport-test") == first
+    # The kept claims are of this issuer only, and only until the token expires.
+    with pytest.raises(TypeError):
+        read_access_token(keyring, token, issuer="another-issuer")
+    monkeypatch.undo()
+    later = time.time() + 120
+    monkeypatch.setattr(time, "time", lambda: later)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", _frozen_datetime(later))
+    with pytest.raises(TokenError) as expired:
+        read_access_token(keyring, token, issuer="homeport-test")
+    assert expired.value.expired

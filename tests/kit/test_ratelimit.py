@@ -491,3 +491,64 @@ def test_rate_limit_decision_headers_follow_the_ietf_draft(spec: str) -> None:
         "RateLimit-Policy": '"login";q=3;w=60',
         "RateLimit": '"login";r=0;t=17',
     }
+
+
+# The in-process counters against the library's
+
+
+class _Clock:
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_local_windows_decide_as_the_library_memory_storage(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same hits at the same (made-up) times get the same decisions, across window
+    boundaries, refusals and idle windows."""
+    import random
+
+    from limits.aio.storage import MemoryStorage
+
+    from homeport.kit.ratelimit import LocalWindows, RateLimiter
+
+    clock = _Clock(1_700_000_000.0 + seed * 7.3)
+    monkeypatch.setattr(time, "time", clock)
+    policies = {"default": "5/10second", "login": "3/minute"}
+    ours = RateLimiter(LocalWindows(), policies)
+    library = RateLimiter(MemoryStorage(), policies)
+    randomly = random.Random(seed)
+    decisions = []
+    for _ in range(300):
+        clock.now += randomly.choice([0.0, 0.01, 0.4, 1.3, 3.7, 9.9, 25.0])
+        policy = randomly.choice(["default", "login"])
+        identity = randomly.choice(["user:a", "user:b", "ip:10.0.0.1"])
+        expected = await library.hit(policy, identity)
+        decided = await ours.hit(policy, identity)
+        assert decided == expected, (clock.now, policy, identity)
+        decisions.append(decided.allowed)
+    # Both kinds were compared.
+    assert True in decisions
+    assert False in decisions
+
+
+def test_local_windows_forget_idle_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    from homeport.kit.ratelimit import LocalWindows
+
+    clock = _Clock(1_700_000_000.0)
+    monkeypatch.setattr(time, "time", clock)
+    windows = LocalWindows(purge_every=10)
+    for number in range(9):
+        windows.hit(f"idle-{number}", 10, 60)
+    assert len(windows) == 9
+    clock.now += 60  # the next window: the idle keys still weigh in
+    assert windows.hit("busy", 10, 60)[:2] == (True, 9)  # the tenth hit: a purge
+    assert len(windows) == 10
+    clock.now += 60  # two windows on: they weigh nothing any more
+    for _ in range(10):
+        windows.hit("busy", 100, 60)
+    assert len(windows) == 1

@@ -9,7 +9,7 @@ from ipaddress import ip_address, ip_network
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from homeport.kit.context import accept_trace_id, set_trace_id
@@ -19,6 +19,28 @@ from homeport.kit.ratelimit import RateLimitDecision, RateLimiter
 from homeport.kit.text import whole_number
 
 log = get_logger("homeport.http")
+
+
+def add_response_headers(
+    message: Message,
+    replace: tuple[tuple[bytes, bytes], ...] = (),
+    default: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """Adds headers (lower-case names) to a response start: those of ``replace`` in place of
+    any of that name, those of ``default`` unless one of that name is there. What
+    ``MutableHeaders`` item assignment and ``setdefault`` do, in one pass over the headers
+    instead of one per header (each middleware adding its headers was a few per cent of a
+    small request's CPU, py-spy W3)."""
+    raw = message["headers"] = list(message.get("headers", ()))
+    present = {name.lower() for name, _value in raw}
+    if replace:
+        replaced = {name for name, _value in replace}
+        if not present.isdisjoint(replaced):
+            raw[:] = [(name, value) for name, value in raw if name.lower() not in replaced]
+        raw.extend(replace)
+    for name, value in default:
+        if name not in present:
+            raw.append((name, value))
 
 
 async def send_problem(
@@ -45,6 +67,9 @@ async def send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
+_NOSNIFF = ((b"x-content-type-options", b"nosniff"),)
+
+
 class TraceMiddleware:
     """Gives each request a trace id (header ``X-Trace-Id``) and writes one access log line.
 
@@ -65,12 +90,12 @@ class TraceMiddleware:
         started = time.perf_counter()
         status_holder: dict[str, int] = {}
 
+        trace_header = ((b"x-trace-id", trace_id.encode("latin-1")),)
+
         async def send_with_trace(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                response_headers = MutableHeaders(scope=message)
-                response_headers["X-Trace-Id"] = trace_id
-                response_headers.setdefault("X-Content-Type-Options", "nosniff")
+                add_response_headers(message, trace_header, _NOSNIFF)
             await send(message)
 
         try:
@@ -245,11 +270,14 @@ class RateLimitMiddleware:
             )
             return
 
+        raw_headers = tuple(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers.items()
+        )
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                for name, value in headers.items():
-                    response_headers[name] = value
+                add_response_headers(message, replace=raw_headers)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -263,6 +291,10 @@ class PrefixHeadersMiddleware:
         self.app = app
         self.prefix = prefix
         self.headers = headers
+        self.raw_headers = tuple(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers.items()
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
@@ -271,9 +303,7 @@ class PrefixHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                for name, value in self.headers.items():
-                    response_headers.setdefault(name, value)
+                add_response_headers(message, default=self.raw_headers)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
