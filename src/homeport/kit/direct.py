@@ -25,7 +25,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette._utils import get_route_path  # what Route.matches uses (FastAPI imports it too)
-from starlette.convertors import Convertor
+from starlette.convertors import Convertor, PathConvertor
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -90,7 +90,7 @@ def check_direct_routes(routes: Sequence[BaseRoute], direct: Sequence[DirectRout
 def _sample_scope(route: DirectRoute) -> Scope:
     path = route.path
     for name, convertor in route.convertors.items():
-        sample = "a1/b2" if type(convertor).__name__ == "PathConvertor" else "a1"
+        sample = "a1/b2" if isinstance(convertor, PathConvertor) else "a1"
         path = path.replace("{" + name + ":path}", sample).replace("{" + name + "}", sample)
     return {"type": "http", "method": route.method, "path": path, "root_path": ""}
 

@@ -43,6 +43,13 @@ def add_response_headers(
             raw.append((name, value))
 
 
+def raw_headers(headers: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    """``headers`` as a response start carries them (lower-case names, bytes)."""
+    return tuple(
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    )
+
+
 async def send_problem(
     send: Send,
     code: ErrorCode,
@@ -57,13 +64,13 @@ async def send_problem(
     body = json.dumps(
         problem_body(code, detail, trace_id, instance=path, status=status, extra=extra)
     ).encode()
-    raw_headers = [
+    problem_headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"x-trace-id", trace_id.encode()),
+        *raw_headers(headers or {}),
     ]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.start", "status": status, "headers": problem_headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -270,14 +277,11 @@ class RateLimitMiddleware:
             )
             return
 
-        raw_headers = tuple(
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in headers.items()
-        )
+        decision_headers = raw_headers(headers)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                add_response_headers(message, replace=raw_headers)
+                add_response_headers(message, replace=decision_headers)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -290,11 +294,7 @@ class PrefixHeadersMiddleware:
     def __init__(self, app: ASGIApp, prefix: str, headers: dict[str, str]) -> None:
         self.app = app
         self.prefix = prefix
-        self.headers = headers
-        self.raw_headers = tuple(
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in headers.items()
-        )
+        self.headers = raw_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
@@ -303,7 +303,7 @@ class PrefixHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                add_response_headers(message, default=self.raw_headers)
+                add_response_headers(message, default=self.headers)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

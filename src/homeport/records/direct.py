@@ -5,13 +5,14 @@ well-formed JSON object write. Anything else is declined and FastAPI answers it.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from homeport.auth.dependencies import read_checked_credentials
+from homeport.auth.dependencies import Credentials, read_checked_credentials
 from homeport.kit.direct import DirectRoute, Handler
 from homeport.records.endpoints import (
     JSON,
@@ -62,36 +63,37 @@ async def _create(request: Request, params: dict[str, Any], body: bytes) -> Resp
     return await create_record(request, collection, credentials, data)
 
 
-async def _replace(request: Request, params: dict[str, Any], body: bytes) -> Response | None:
-    data = _json_object(request, body)
-    collection = _valid(_collection_names, params["collection"])
-    record_id = _valid(_record_ids, params["record_id"])
-    if data is None or collection is None or record_id is None:
-        return None
-    credentials = await read_checked_credentials(request)
-    if_match = request.headers.get("if-match")
-    return await replace_record(collection, record_id, credentials, data, if_match)
+def _with_body(
+    endpoint: Callable[[str, str, Credentials, dict[str, Any], str | None], Awaitable[Response]],
+) -> Handler:
+    """The handler of a write to one record that carries a body (replace, patch)."""
 
+    async def handler(request: Request, params: dict[str, Any], body: bytes) -> Response | None:
+        data = _json_object(request, body)
+        target = _target(params)
+        if data is None or target is None:
+            return None
+        credentials = await read_checked_credentials(request)
+        return await endpoint(*target, credentials, data, request.headers.get("if-match"))
 
-async def _patch(request: Request, params: dict[str, Any], body: bytes) -> Response | None:
-    patch = _json_object(request, body)
-    collection = _valid(_collection_names, params["collection"])
-    record_id = _valid(_record_ids, params["record_id"])
-    if patch is None or collection is None or record_id is None:
-        return None
-    credentials = await read_checked_credentials(request)
-    if_match = request.headers.get("if-match")
-    return await patch_record(collection, record_id, credentials, patch, if_match)
+    return handler
 
 
 async def _delete(request: Request, params: dict[str, Any], _body: bytes) -> Response | None:
+    target = _target(params)
+    if target is None:
+        return None
+    credentials = await read_checked_credentials(request)
+    return await delete_record(*target, credentials, request.headers.get("if-match"))
+
+
+def _target(params: dict[str, Any]) -> tuple[str, str] | None:
+    """(collection, record id) of the path, when both are of their types."""
     collection = _valid(_collection_names, params["collection"])
     record_id = _valid(_record_ids, params["record_id"])
     if collection is None or record_id is None:
         return None
-    credentials = await read_checked_credentials(request)
-    if_match = request.headers.get("if-match")
-    return await delete_record(collection, record_id, credentials, if_match)
+    return collection, record_id
 
 
 def _route(method: str, path: str, endpoint: Any, handler: Handler) -> DirectRoute:
@@ -100,7 +102,7 @@ def _route(method: str, path: str, endpoint: Any, handler: Handler) -> DirectRou
 
 DIRECT_ROUTES = (
     _route("POST", "/records", create_record, _create),
-    _route("PUT", "/records/{record_id:path}", replace_record, _replace),
-    _route("PATCH", "/records/{record_id:path}", patch_record, _patch),
+    _route("PUT", "/records/{record_id:path}", replace_record, _with_body(replace_record)),
+    _route("PATCH", "/records/{record_id:path}", patch_record, _with_body(patch_record)),
     _route("DELETE", "/records/{record_id:path}", delete_record, _delete),
 )
