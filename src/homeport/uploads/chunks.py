@@ -87,9 +87,8 @@ class ChunkUploads:
                     ErrorCode.VALIDATION_001,
                     "X-Chunk-Checksum must be the SHA-256 of the chunk, 64 hex digits",
                 )
-            upload = await self.service.load(session, principal, upload_id, PROTOCOL)
-            resent = await UploadRepository(session).has_part(
-                upload.tenant_id, upload.id, index + 1
+            upload, resent = await self.service.load_with_part(
+                session, principal, upload_id, PROTOCOL, index + 1
             )
         self.service.require_open(upload, utcnow())
         if not 0 <= index < upload.total_chunks:
@@ -114,33 +113,24 @@ class ChunkUploads:
             write_block = write_in_place
         streams_in = write_block is not None
         try:
-            pieces, digest = await self.service.digests.read_part(
-                upload.id, offset, index + 1, body, expected, write_block
-            )
+            pieces, digest = await self.service.digests.read_part(body, expected, write_block)
         except PartTooLarge as exc:
             raise wrong_size from exc
         except ObjectMissing as exc:
             raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
         except StorageError as exc:
             raise storage_unavailable(exc) from exc
-        size = size_of(pieces)
-        if size != expected:
-            self.service.digests.drop(upload.id)
+        if size_of(pieces) != expected:
             raise wrong_size
         if digest != checksum.lower():
-            self.service.digests.drop(upload.id)
             raise ProblemError(
                 ErrorCode.UPLOAD_002,
                 f"Chunk {index} does not match its X-Chunk-Checksum; nothing was kept",
                 extra={"chunk_index": index},
             )
         if index == 0:
-            try:
-                self.service.check_head(upload, leading(pieces, HEAD_BYTES))
-            except ProblemError:
-                self.service.digests.drop(upload.id)
-                raise
-        part = Part(number=index + 1, offset=offset, size=size)
+            self.service.check_head(upload, leading(pieces, HEAD_BYTES))
+        part = Part(number=index + 1, offset=offset, size=expected)
         try:
             if not streams_in:  # only then are the pieces joined
                 part = await storage.write_part(
@@ -150,6 +140,9 @@ class ChunkUploads:
             raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
         except StorageError as exc:
             raise storage_unavailable(exc) from exc
+        # Hashed for the whole-file digest while the part is recorded and the client sends
+        # its next chunk.
+        await self.service.digests.add_part(upload.id, offset, part.number, pieces, digest)
         async with self.service.begin() as session:
             repository = UploadRepository(session)
             await repository.save_part(upload.tenant_id, upload.id, part, digest)

@@ -1,7 +1,13 @@
-"""Whole-file SHA-256 computed while the bytes arrive, so finishing an upload need not read
+"""Whole-file SHA-256 computed from the bytes an upload receives, so finishing it need not read
 the file back. Only an optimisation: the digest lives in this process's memory and is used only
 when it provably covers exactly the stored bytes; otherwise the file is hashed from storage
-(after a restart, or when another instance received some of the parts)."""
+(after a restart, or when another instance received some of the parts).
+
+The whole-file digest is off a request's critical path: a body's bytes are handed over once
+they are stored (and, for a REST chunk, verified against its checksum), and a background task
+hashes them on a worker thread while the client sends its next request. A request waits only
+for the hashing it must answer from (a REST chunk's checksum, a tus ``Upload-Checksum``);
+finishing waits for the whole-file digest to catch up."""
 
 from __future__ import annotations
 
@@ -19,96 +25,126 @@ from homeport.uploads.blocks import Block, Blocks, size_of
 # file writes it there: one thread hand-off per block for both).
 Sink = Callable[[int, Block], None]
 
+# Bytes handed over and not yet hashed, per upload, beyond which handing over more waits: the
+# backlog is memory, and a tus body may be gigabytes.
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+
 
 @dataclass
 class _Digest:
+    # Bytes handed over in file order (hashed, or queued for hashing).
     offset: int = 0
     hasher: Any = field(default_factory=hashlib.sha256)
-    # sha256 of each consumed part, by part number: a re-sent part must match what was hashed.
+    # sha256 of each REST part handed over, by part number: a re-sent part must match it.
     parts: dict[int, str] = field(default_factory=dict)
-    # Updates of the running hasher happen one after the other, in file order.
-    order: asyncio.Lock = field(default_factory=asyncio.Lock)
+    backlog: Block = field(default_factory=list)
+    backlog_bytes: int = 0
+    # The task hashing the backlog, while there is one.
+    hashing: asyncio.Task[None] | None = None
 
 
 class RunningDigests:
-    def __init__(self, max_entries: int = 1024) -> None:
+    def __init__(self, max_entries: int = 1024, max_backlog_bytes: int = MAX_BACKLOG_BYTES) -> None:
         self._entries: OrderedDict[str, _Digest] = OrderedDict()
         self._max_entries = max_entries
+        self._max_backlog_bytes = max_backlog_bytes
 
     async def read_part(
-        self,
-        upload_id: str,
-        offset: int,
-        part: int,
-        body: AsyncIterator[bytes],
-        limit: int,
-        sink: Sink | None = None,
+        self, body: AsyncIterator[bytes], limit: int, sink: Sink | None = None
     ) -> tuple[Block, str]:
-        """Read a REST chunk that will be stored at ``offset`` and return it (its pieces, not
-        joined) with its SHA-256. Hashing runs on a worker thread, block by block, while the
-        next block arrives; when the chunk continues the whole-file digest, that digest takes
-        it in the same pass. ``sink`` (if given) gets each block with its offset within the
-        part, in order, on that thread (a local file writes while the next block arrives). Raises
-        :class:`PartTooLarge` past ``limit`` bytes; any failure (or a checksum the caller then
-        refuses, see :meth:`drop`) leaves no half-fed digest."""
-        entry = self._entries.get(upload_id)
-        if entry is None and offset == 0:
-            entry = self._entries[upload_id] = _Digest()
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
-        continues = entry is not None and offset == entry.offset
-        if entry is not None:
-            self._entries.move_to_end(upload_id)
-        running = entry.hasher if continues and entry is not None else None
-        lock = entry.order if continues and entry is not None else asyncio.Lock()
-        async with lock:
-            try:
-                pieces, digest = await _read_hashing(body, limit, running, sink)
-            except BaseException:
-                if running is not None:
-                    self.drop(upload_id)
-                raise
-        if entry is not None and running is not None:
-            entry.offset += size_of(pieces)
-            entry.parts[part] = digest
-        elif entry is not None and offset < entry.offset and entry.parts.get(part) != digest:
-            self.drop(upload_id)  # bytes already hashed were replaced
-        return pieces, digest
+        """Read a REST chunk and return it (its pieces, not joined) with its SHA-256. Hashing
+        runs on a worker thread, block by block, while the next block arrives. ``sink`` (if
+        given) gets each block with its offset within the part, in order, on that thread (a
+        local file writes while the next block arrives). Raises :class:`PartTooLarge` past
+        ``limit`` bytes. The whole-file digest takes the part only once it is verified
+        (:meth:`add_part`)."""
+        return await _read_hashing(body, limit, sink)
 
-    def feed_sequential(self, upload_id: str, offset: int, data: bytes | Block) -> None:
-        """Bytes (or a block's pieces) appended at ``offset`` (tus): the digest grows only
-        along the file."""
-        entry = self._entries.get(upload_id)
-        if entry is None and offset == 0:
-            entry = self._entries[upload_id] = _Digest()
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+    async def add_part(
+        self, upload_id: str, offset: int, part: int, pieces: Block, digest: str
+    ) -> None:
+        """A verified, stored REST part: it continues the whole-file digest when it is the
+        next part in file order. A re-sent part that differs from what was hashed ends the
+        digest; one further along leaves a gap (finishing then hashes from storage)."""
+        entry = self._entry(upload_id, offset)
+        if entry is None:
+            return
+        if offset == entry.offset:
+            entry.parts[part] = digest
+            await self._queue(entry, pieces)
+        elif offset < entry.offset and entry.parts.get(part) != digest:
+            self.drop(upload_id)  # bytes already hashed were replaced
+
+    async def append(self, upload_id: str, offset: int, pieces: Block) -> None:
+        """Bytes stored at ``offset`` (tus): the digest grows only along the file; bytes
+        anywhere else end it."""
+        entry = self._entry(upload_id, offset)
         if entry is None:
             return
         if offset != entry.offset:
             self.drop(upload_id)
             return
-        for piece in [data] if isinstance(data, bytes) else data:
-            entry.hasher.update(piece)
-            entry.offset += len(piece)
+        await self._queue(entry, pieces)
 
     def covers(self, upload_id: str, offset: int) -> bool:
-        """Whether this process hashed the upload's bytes, in order, up to ``offset``: it then
-        wrote them itself since it started (no restart, no power loss in between)."""
+        """Whether this process received the upload's bytes, in order, up to ``offset``: it
+        then wrote them itself since it started (no restart, no power loss in between)."""
         entry = self._entries.get(upload_id)
         return entry is not None and entry.offset == offset
 
-    def take(self, upload_id: str, total_size: int, parts: dict[int, str]) -> str | None:
-        """The digest when it covers the whole file and every part it hashed is the stored one."""
-        entry = self._entries.pop(upload_id, None)
+    async def take(self, upload_id: str, total_size: int, parts: dict[int, str]) -> str | None:
+        """The digest when it covers the whole file and every part it hashed is the stored one
+        (after the hashing of what was handed over has caught up)."""
+        entry = self._entries.get(upload_id)
         if entry is None or entry.offset != total_size:
             return None
         if any(parts.get(number) != digest for number, digest in entry.parts.items()):
             return None
+        if entry.hashing is not None:
+            # Shielded: a caller that gives up does not stop the hashing of the others' bytes.
+            await asyncio.shield(entry.hashing)
+        if self._entries.get(upload_id) is not entry or entry.offset != total_size:
+            return None  # dropped, or handed more bytes, while it caught up
+        del self._entries[upload_id]
         return str(entry.hasher.hexdigest())
 
     def drop(self, upload_id: str) -> None:
         self._entries.pop(upload_id, None)
+
+    def _entry(self, upload_id: str, offset: int) -> _Digest | None:
+        entry = self._entries.get(upload_id)
+        if entry is None and offset == 0:
+            entry = self._entries[upload_id] = _Digest()
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        elif entry is not None:
+            self._entries.move_to_end(upload_id)
+        return entry
+
+    async def _queue(self, entry: _Digest, pieces: Block) -> None:
+        entry.offset += size_of(pieces)
+        entry.backlog.extend(pieces)
+        entry.backlog_bytes += size_of(pieces)
+        if entry.hashing is None:
+            entry.hashing = asyncio.create_task(_hash_backlog(entry))
+        if entry.backlog_bytes > self._max_backlog_bytes and entry.hashing is not None:
+            await asyncio.shield(entry.hashing)
+
+
+async def _hash_backlog(entry: _Digest) -> None:
+    """Hash the entry's backlog on a worker thread, all that waits in one hand-off, until none
+    is left (bytes handed over meanwhile are taken by the next hand-off)."""
+    try:
+        while entry.backlog:
+            pieces, entry.backlog, entry.backlog_bytes = entry.backlog, [], 0
+            await asyncio.to_thread(_update, entry.hasher, pieces)
+    finally:
+        entry.hashing = None
+
+
+def _update(hasher: Any, pieces: Block) -> None:
+    for piece in pieces:
+        hasher.update(piece)
 
 
 class PartTooLarge(Exception):
@@ -116,17 +152,14 @@ class PartTooLarge(Exception):
 
 
 async def _read_hashing(
-    body: AsyncIterator[bytes], limit: int, running: Any, sink: Sink | None
+    body: AsyncIterator[bytes], limit: int, sink: Sink | None
 ) -> tuple[Block, str]:
     chunk = hashlib.sha256()
     hashed = 0
     pending: asyncio.Future[None] | None = None
 
     def step(position: int, block: Block) -> None:
-        for piece in block:
-            chunk.update(piece)
-            if running is not None:
-                running.update(piece)
+        _update(chunk, block)
         if sink is not None:
             sink(position, block)
 

@@ -46,6 +46,17 @@ class UploadRepository:
         )
         return result.scalar_one_or_none()
 
+    async def get_with_part(
+        self, tenant_id: str, upload_id: str, number: int
+    ) -> tuple[UploadSession | None, bool]:
+        """The upload, and whether its part ``number`` is recorded, in one query (the chunk
+        hot path)."""
+        result = await self.session.execute(
+            _UPLOAD_WITH_PART, {"tenant_id": tenant_id, "upload_id": upload_id, "number": number}
+        )
+        row = result.first()
+        return (None, False) if row is None else (row[0], bool(row[1]))
+
     async def update(self, tenant_id: str, upload_id: str, **values: Any) -> None:
         await self.session.execute(
             tenant_update(UploadSession, tenant_id)
@@ -138,12 +149,6 @@ class UploadRepository:
         )
         return [int(number) for number in result.scalars()]
 
-    async def has_part(self, tenant_id: str, upload_id: str, number: int) -> bool:
-        result = await self.session.execute(
-            _HAS_PART, {"tenant_id": tenant_id, "upload_id": upload_id, "number": number}
-        )
-        return result.first() is not None
-
     async def progress(self, tenant_id: str, upload_id: str) -> tuple[str, datetime, int]:
         """Status, expiry and number of received parts, in one query (the chunk hot path)."""
         result = await self.session.execute(
@@ -233,6 +238,7 @@ _ADVANCE = (
 _HAS_PART = tenant_select_columns(UploadPart, bindparam("tenant_id"), UploadPart.number).where(
     UploadPart.upload_id == bindparam("upload_id"), UploadPart.number == bindparam("number")
 )
+_UPLOAD_WITH_PART = _UPLOAD.add_columns(_HAS_PART.exists().label("has_part"))
 _PROGRESS = tenant_select_columns(
     UploadSession,
     bindparam("tenant_id"),

@@ -118,6 +118,27 @@ class UploadService:
         upload = await UploadRepository(session).get(
             principal.tenant_id, upload_id, for_update=for_update
         )
+        return self._callers(principal, upload, protocol)
+
+    async def load_with_part(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        upload_id: str,
+        protocol: str,
+        number: int,
+    ) -> tuple[UploadSession, bool]:
+        """:meth:`load`, and whether the upload's part ``number`` is recorded."""
+        principal.require(Permission.FILES_WRITE)
+        upload, has_part = await UploadRepository(session).get_with_part(
+            principal.tenant_id, upload_id, number
+        )
+        return self._callers(principal, upload, protocol), has_part
+
+    @staticmethod
+    def _callers(
+        principal: Principal, upload: UploadSession | None, protocol: str
+    ) -> UploadSession:
         if upload is None or upload.owner_id != Owner.of(principal).actor_id:
             raise not_found("Upload")
         if upload.protocol != protocol:
@@ -243,7 +264,7 @@ class UploadService:
         holds the upload's lease. A whole-file hash mismatch leaves the upload open."""
         try:
             await self.storage.assemble(upload.storage_key, upload.storage_handle, parts)
-            digest = self.digests.take(upload.id, upload.total_size, part_hashes)
+            digest = await self.digests.take(upload.id, upload.total_size, part_hashes)
             if digest is None:
                 digest = await sha256_of(self.storage, upload.storage_key)
             size = await self.storage.size(upload.storage_key)

@@ -302,6 +302,8 @@ class TusUploads:
         received = 0
         new_parts: list[tuple[Part, str]] = []
         head = bytearray()  # the file's first bytes, when this body starts the file
+        # Elsewhere than a local file, the body's pieces go to the whole-file digest in blocks.
+        for_digest, digest_from = Blocks(), start
         interrupted = False
         try:
             try:
@@ -311,7 +313,9 @@ class TusUploads:
                     if start + received + len(block) > upload.total_size:
                         raise _TooLarge
                     if writer is None:
-                        digests.feed_sequential(upload.id, start + received, block)
+                        if (gathered := for_digest.add(block)) is not None:
+                            await digests.append(upload.id, digest_from, gathered)
+                            digest_from += size_of(gathered)
                         if hasher is not None:
                             hasher.update(block)
                     if start + received < HEAD_BYTES:
@@ -328,7 +332,9 @@ class TusUploads:
             except ClientDisconnect:
                 interrupted = True
             if writer is not None:
-                await writer.finish()  # every block hashed and written
+                await writer.finish()  # every block written
+            elif (gathered := for_digest.rest()) is not None:
+                await digests.append(upload.id, digest_from, gathered)
             if hasher is not None and (interrupted or hasher.digest() != checksum_of(checksum)):
                 digests.drop(upload.id)
                 raise ProblemError(
@@ -443,10 +449,11 @@ class _DiskSync:
 
 
 class _BackgroundWriter:
-    """Local directory: the body is gathered into blocks, and each block is hashed (running
-    file digest, Upload-Checksum) and written on a worker thread, in one hand-off, while the
-    event loop receives the next. One block is in flight at a time, so digests grow and writes
-    land in order."""
+    """Local directory: the body is gathered into blocks, and each block is written (and
+    hashed for ``Upload-Checksum``, when sent) on a worker thread, in one hand-off, while the
+    event loop receives the next. One block is in flight at a time, so writes land in order;
+    each written block is then handed to the whole-file digest, which hashes it off the
+    request's path."""
 
     def __init__(
         self,
@@ -463,6 +470,7 @@ class _BackgroundWriter:
         self._offset = start
         self._blocks = Blocks()
         self._pending: asyncio.Future[None] | None = None
+        self._in_flight: tuple[int, Block] = (start, [])
 
     async def add(self, piece: bytes) -> None:
         block = self._blocks.add(piece)
@@ -481,24 +489,29 @@ class _BackgroundWriter:
         offset, self._offset = self._offset, self._offset + size_of(block)
         upload = self._upload
 
-        def digest_and_write() -> None:
-            self._digests.feed_sequential(upload.id, offset, block)
+        def check_and_write() -> None:
             if self._hasher is not None:
                 for piece in block:
                     self._hasher.update(piece)
             self._storage.write_at(upload.storage_key, offset, block)
 
-        self._pending = asyncio.ensure_future(asyncio.to_thread(digest_and_write))
+        self._in_flight = (offset, block)
+        self._pending = asyncio.ensure_future(asyncio.to_thread(check_and_write))
 
     async def wait(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
             await pending
+            offset, block = self._in_flight
+            await self._digests.append(self._upload.id, offset, block)
 
     async def settle(self) -> None:
-        """Wait for a block still in flight when the body failed (its error is not news)."""
-        with contextlib.suppress(Exception):
-            await self.wait()
+        """Wait for a block still in flight when the body failed (its error is not news; the
+        digest has been dropped, and is not handed the block)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with contextlib.suppress(Exception):
+                await pending
 
 
 def _require_offset(upload: UploadSession, offset: int) -> None:
