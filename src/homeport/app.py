@@ -47,7 +47,7 @@ from homeport.ops.endpoints import router as ops_router
 from homeport.realtime import tasks as realtime_tasks
 from homeport.realtime.endpoints import router as realtime_router
 from homeport.realtime.hub import Hub
-from homeport.records.direct import DIRECT_ROUTES
+from homeport.records.direct import DIRECT_ROUTES as RECORD_ROUTES
 from homeport.records.endpoints import router as records_router
 from homeport.records.writes import GroupedWrites
 from homeport.search.endpoints import router as search_router
@@ -58,6 +58,7 @@ from homeport.sync.endpoints import router as sync_router
 from homeport.tenants.endpoints import router as tenants_router
 from homeport.uploads import tasks as uploads_tasks
 from homeport.uploads.digests import RunningDigests
+from homeport.uploads.direct import DIRECT_ROUTES as UPLOAD_ROUTES
 from homeport.uploads.endpoints import INIT_PATH
 from homeport.uploads.endpoints import router as uploads_router
 from homeport.uploads.tus import TUS_VERSION
@@ -265,8 +266,9 @@ def create_app(
 
     # Added innermost first: the trace id is set before anything else runs.
     if direct_routes:
-        check_direct_routes(app.router.routes, DIRECT_ROUTES)
-        app.add_middleware(DirectRoutesMiddleware, fastapi_app=app, routes=DIRECT_ROUTES)
+        hot_routes = (*RECORD_ROUTES, *UPLOAD_ROUTES)
+        check_direct_routes(app.router.routes, hot_routes)
+        app.add_middleware(DirectRoutesMiddleware, fastapi_app=app, routes=hot_routes)
     # gzip level 5 / brotli quality 4: most of the size gain of the top levels at a fraction
     # of their CPU (pull pages are large).
     app.add_middleware(CompressionMiddleware, minimum_size=1024, gzip_level=5, brotli_quality=4)

@@ -156,6 +156,11 @@ async def get_checked_credentials(
 CheckedCredentialsDep = Annotated[Credentials, Depends(get_checked_credentials)]
 
 
+async def read_credentials(request: Request) -> Credentials:
+    """What :data:`CredentialsDep` gives, for a direct route (``kit.direct``)."""
+    return await get_credentials(request, await _bearer(request), await _api_key(request))
+
+
 async def read_checked_credentials(request: Request) -> Credentials:
     """What :data:`CheckedCredentialsDep` gives, for a direct route (``kit.direct``): the same
     callables FastAPI would solve, called in the same order."""

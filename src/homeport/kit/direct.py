@@ -9,6 +9,9 @@ content type, a body that is not a JSON object, a path parameter out of its type
 declines by returning None, and the request goes on to FastAPI, with its body replayed, to
 get exactly the answer it always got.
 
+A route that streams its body (an upload) has a handler that decides from the path and the
+headers alone, before reading any of the body, and declines untouched requests only.
+
 The layer sits innermost among the middlewares, so everything around requests (trace id,
 rate limit, body limit, compression, headers) applies to direct routes unchanged. An
 exception a handler raises is answered by the app's handler for its type, as FastAPI's
@@ -33,22 +36,28 @@ from starlette.routing import BaseRoute, Match, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Handler = Callable[[Request, dict[str, Any], bytes], Awaitable[Response | None]]
+# Declines (None) only before it has read any of the body, which it streams itself.
+StreamHandler = Callable[[Request, dict[str, Any]], Awaitable[Response | None]]
 # As Starlette keeps them: the app's handlers here are coroutines (kit.problems).
 ExceptionHandler = Callable[[Request, Exception], Any]
 
 
 @dataclass(frozen=True)
 class DirectRoute:
-    """``handler`` answers ``method path`` (a route of the app, served by ``endpoint``)."""
+    """``handler`` answers ``method path`` (a route of the app, served by ``endpoint``), with
+    the body read; or ``stream_handler``, which reads the body itself."""
 
     method: str
     path: str
     endpoint: Callable[..., Any]
-    handler: Handler
+    handler: Handler | None = None
+    stream_handler: StreamHandler | None = None
     regex: Pattern[str] = field(init=False, compare=False)
     convertors: dict[str, Convertor[Any]] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
+        if (self.handler is None) == (self.stream_handler is None):
+            raise ValueError(f"direct route {self.method} {self.path}: one handler, of one kind")
         regex, _format, convertors = compile_path(self.path)
         object.__setattr__(self, "regex", regex)
         object.__setattr__(self, "convertors", convertors)
@@ -126,12 +135,19 @@ class DirectRoutesMiddleware:
     ) -> None:
         scope["path_params"] = params
         request = Request(scope, receive)
+        # What the app behind gets when the route declines: the body read, then the rest.
+        declined_receive = receive
         try:
-            try:
-                body = await request.body()
-            except ClientDisconnect as exc:  # what FastAPI answers when the body is cut
-                raise HTTPException(400, "There was an error parsing the body") from exc
-            response = await route.handler(request, params, body)
+            if route.stream_handler is not None:
+                response = await route.stream_handler(request, params)
+            else:
+                assert route.handler is not None
+                try:
+                    body = await request.body()
+                except ClientDisconnect as exc:  # what FastAPI answers when the body is cut
+                    raise HTTPException(400, "There was an error parsing the body") from exc
+                declined_receive = _replay(body, receive)
+                response = await route.handler(request, params, body)
         except Exception as exc:
             handler = self._handler_for(exc)
             if handler is None:
@@ -140,7 +156,7 @@ class DirectRoutesMiddleware:
             assert isinstance(response, Response)
         else:
             if response is None:
-                await self.app(scope, _replay(body, receive), send)
+                await self.app(scope, declined_receive, send)
                 return
         await response(scope, receive, send)
 

@@ -97,7 +97,7 @@ def _target(params: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _route(method: str, path: str, endpoint: Any, handler: Handler) -> DirectRoute:
-    return DirectRoute(method, router.prefix + path, endpoint, handler)
+    return DirectRoute(method, router.prefix + path, endpoint, handler=handler)
 
 
 DIRECT_ROUTES = (

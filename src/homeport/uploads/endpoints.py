@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Header, Path, Request, status
+from fastapi import Header, Path, Request, Response, status
 
 from homeport.auth.dependencies import BriefPrincipalDep, CredentialsDep
 from homeport.files.endpoints import file_url
@@ -26,7 +26,9 @@ from homeport.uploads.service import progress
 router = api_router(prefix="/api/v1/uploads", tags=["uploads"])
 
 INIT_PATH = "/api/v1/uploads/init"
+CHUNK_INDEX_MAX = 100_000
 UploadIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+ChunkIndexPath = Annotated[int, Path(ge=0, le=CHUNK_INDEX_MAX)]
 _SESSION_ERRORS = (
     ErrorCode.AUTH_001,
     ErrorCode.AUTH_006,
@@ -73,23 +75,25 @@ async def init_upload(
 async def put_chunk(
     request: Request,
     upload_id: UploadIdPath,
-    chunk_index: Annotated[int, Path(ge=0, le=100_000)],
+    chunk_index: ChunkIndexPath,
     credentials: CredentialsDep,
     service: UploadServiceDep,
     checksum: Annotated[
         str | None,
         Header(alias="X-Chunk-Checksum", description="SHA-256 (hex) of this chunk."),
     ] = None,
-) -> ChunkAccepted:
+) -> Response:
     result = await ChunkUploads(service).put_chunk(
         credentials.principal, upload_id, chunk_index, request.stream(), checksum
     )
-    return ChunkAccepted(
+    accepted = ChunkAccepted(
         uploaded=True,
         chunk_index=result.chunk_index,
         remaining_chunks=result.remaining_chunks,
         progress_pct=result.progress_pct,
     )
+    # Serialised here, not by FastAPI: the direct route calls this function too.
+    return Response(accepted.model_dump_json(), media_type="application/json")
 
 
 @router.get(
