@@ -358,14 +358,12 @@ async def test_expired_lease_failure_of_old_owner_does_not_requeue(
 # Cron schedules
 
 
-async def _due_schedule(database: Database, name: str = "tick") -> None:
+async def _due_schedule(database: Database, name: str = "tick", cron: str = "* * * * *") -> None:
     async with database.transaction() as session:
         row = await session.get(JobSchedule, name)
         past = utcnow() - timedelta(minutes=5)
         if row is None:
-            session.add(
-                JobSchedule(name=name, kind="test.record", cron="* * * * *", next_run_at=past)
-            )
+            session.add(JobSchedule(name=name, kind="test.record", cron=cron, next_run_at=past))
         else:
             row.next_run_at = past
 
@@ -414,15 +412,18 @@ async def test_due_schedule_enqueued_once_by_two_runners_in_turn(
 async def test_due_schedule_enqueued_once_by_concurrent_runners(
     database: Database, second_database: Database
 ) -> None:
+    # Yearly: each runner reads the clock when it starts, and with a schedule every minute a
+    # runner starting just past a minute boundary would rightly find it due again.
+    yearly = "0 0 1 1 *"
     registry = Recorder().registry()
-    registry.schedule("tick", "test.record", "* * * * *")
+    registry.schedule("tick", "test.record", yearly)
     runners = [
         JobRunner(database, registry),
         JobRunner(second_database, registry),
         JobRunner(database, registry),
     ]
     for round_number in range(1, 6):
-        await _due_schedule(database)
+        await _due_schedule(database, cron=yearly)
         results = await asyncio.gather(*(runner.enqueue_due_schedules() for runner in runners))
         assert sorted(results) == [0, 0, 1]
         assert await _count_jobs(database, "test.record") == round_number

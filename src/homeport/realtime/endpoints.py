@@ -187,8 +187,10 @@ async def mobile_sync(websocket: WebSocket) -> None:
         await hub.deliver_inbox(connection, everything=True)
         await session.run()
     finally:
-        if connection.close_code in (CLOSE_INTERNAL, protocol.CLOSE_ABUSE):
-            await _flush(connection, writer)  # the error frame that tells why goes first
+        if connection.close_code in _FLUSHED_BEFORE_CLOSE:
+            # What was queued before the reason to close arose goes first: the error frame
+            # that tells why, an answer (a heartbeat's ack) sent before a session check failed.
+            await _flush(connection, writer)
         connection.close(connection.close_code, connection.close_reason)
         await hub.unregister(connection)
         writer.cancel()
@@ -196,6 +198,10 @@ async def mobile_sync(websocket: WebSocket) -> None:
             await writer
         with contextlib.suppress(Exception):
             await websocket.close(connection.close_code, connection.close_reason)
+
+
+# Closes decided by the server about the device, with its queue moving (not a slow consumer).
+_FLUSHED_BEFORE_CLOSE = (CLOSE_INTERNAL, protocol.CLOSE_ABUSE, protocol.CLOSE_AUTH)
 
 
 async def _flush(connection: Connection, writer: asyncio.Task[None]) -> None:
