@@ -302,6 +302,26 @@ async def running_harness(
         await stop_harness(running, lifespan)
 
 
+@contextlib.asynccontextmanager
+async def client_without_direct_routes(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a second app on ``settings`` (the same database, storage and secrets as a
+    harness on them) that leaves every request to FastAPI: the direct routes' tests compare
+    the two apps' answers."""
+    app = create_app(settings, direct_routes=False)
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    transport = httpx.ASGITransport(
+        app=app, raise_app_exceptions=False, client=("127.0.0.1", 50000)
+    )
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://homeport.test"
+        ) as client:
+            yield client
+    finally:
+        await lifespan.__aexit__(None, None, None)
+
+
 @pytest.fixture
 async def harness(settings: Settings) -> AsyncIterator[Harness]:
     async with running_harness(settings) as running:

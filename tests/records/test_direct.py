@@ -21,7 +21,7 @@ from homeport.config import Settings
 from homeport.kit.direct import DirectRoute, check_direct_routes
 from homeport.records.direct import DIRECT_ROUTES
 from homeport.records.endpoints import create_record
-from tests.conftest import Harness
+from tests.conftest import Harness, client_without_direct_routes
 from tests.records.conftest import ORDERS, ORDERS_SCHEMA, Rest
 
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
@@ -33,19 +33,8 @@ _REMAINING = re.compile(r"r=\d+;t=\d+")
 @pytest.fixture
 async def plain_client(rest: Rest) -> AsyncIterator[httpx.AsyncClient]:
     """A second app on the harness's database and secrets, without direct routes."""
-    app = create_app(rest.harness.settings, direct_routes=False)
-    lifespan = app.router.lifespan_context(app)
-    await lifespan.__aenter__()
-    transport = httpx.ASGITransport(
-        app=app, raise_app_exceptions=False, client=("127.0.0.1", 50000)
-    )
-    try:
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://homeport.test"
-        ) as client:
-            yield client
-    finally:
-        await lifespan.__aexit__(None, None, None)
+    async with client_without_direct_routes(rest.harness.settings) as client:
+        yield client
 
 
 def _requests(

@@ -20,8 +20,7 @@ import httpx
 import pytest
 from starlette.routing import Router
 
-from homeport.app import create_app
-from tests.conftest import Harness
+from tests.conftest import Harness, client_without_direct_routes
 from tests.uploads.conftest import Uploader, make_uploader
 
 CHUNK = 64 * 1024  # the chunk size of the uploads test settings
@@ -44,19 +43,8 @@ def storage_backend() -> str:
 @pytest.fixture
 async def plain_client(upload_harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
     """A second app on the harness's database, storage and secrets, without direct routes."""
-    app = create_app(upload_harness.settings, direct_routes=False)
-    lifespan = app.router.lifespan_context(app)
-    await lifespan.__aenter__()
-    transport = httpx.ASGITransport(
-        app=app, raise_app_exceptions=False, client=("127.0.0.1", 50000)
-    )
-    try:
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://homeport.test"
-        ) as client:
-            yield client
-    finally:
-        await lifespan.__aexit__(None, None, None)
+    async with client_without_direct_routes(upload_harness.settings) as client:
+        yield client
 
 
 @dataclass
