@@ -107,6 +107,18 @@ async def test_a_small_backlog_bound_still_hashes_every_byte_in_order() -> None:
     assert await digests.take("t1", len(data), {}) == sha(data)
 
 
+async def test_handing_over_waits_once_all_uploads_hold_too_much_unhashed() -> None:
+    digests = RunningDigests(max_total_backlog_bytes=3 * PART)
+    first, second = os.urandom(2 * PART), os.urandom(2 * PART)
+    await digests.append("a", 0, [first])
+    assert digests.backlog_bytes == 2 * PART  # under the bound: handed over, not waited for
+    await digests.append("b", 0, [second])  # 4 parts in all: waits for its own hashing
+    assert digests.backlog_bytes <= 2 * PART
+    assert await digests.take("a", len(first), {}) == sha(first)
+    assert await digests.take("b", len(second), {}) == sha(second)
+    assert digests.backlog_bytes == 0
+
+
 async def test_a_finish_that_gives_up_waiting_leaves_the_digest_to_the_next() -> None:
     digests = RunningDigests()
     data = os.urandom(60 * PART)  # enough that hashing is still running when take starts

@@ -25,9 +25,10 @@ from homeport.uploads.blocks import Block, Blocks, size_of
 # file writes it there: one thread hand-off per block for both).
 Sink = Callable[[int, Block], None]
 
-# Bytes handed over and not yet hashed, per upload, beyond which handing over more waits: the
-# backlog is memory, and a tus body may be gigabytes.
+# Bytes handed over and not yet hashed, per upload and in all, beyond which handing over more
+# waits for that upload's hashing: the backlog is memory, and a tus body may be gigabytes.
 MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+MAX_TOTAL_BACKLOG_BYTES = 128 * 1024 * 1024
 
 
 @dataclass
@@ -44,10 +45,17 @@ class _Digest:
 
 
 class RunningDigests:
-    def __init__(self, max_entries: int = 1024, max_backlog_bytes: int = MAX_BACKLOG_BYTES) -> None:
+    def __init__(
+        self,
+        max_entries: int = 1024,
+        max_backlog_bytes: int = MAX_BACKLOG_BYTES,
+        max_total_backlog_bytes: int = MAX_TOTAL_BACKLOG_BYTES,
+    ) -> None:
         self._entries: OrderedDict[str, _Digest] = OrderedDict()
         self._max_entries = max_entries
         self._max_backlog_bytes = max_backlog_bytes
+        self._max_total_backlog_bytes = max_total_backlog_bytes
+        self.backlog_bytes = 0  # of all uploads, handed over and not hashed yet
 
     async def read_part(
         self, body: AsyncIterator[bytes], limit: int, sink: Sink | None = None
@@ -122,24 +130,33 @@ class RunningDigests:
         return entry
 
     async def _queue(self, entry: _Digest, pieces: Block) -> None:
-        entry.offset += size_of(pieces)
+        size = size_of(pieces)
+        entry.offset += size
         entry.backlog.extend(pieces)
-        entry.backlog_bytes += size_of(pieces)
+        entry.backlog_bytes += size
+        self.backlog_bytes += size
         if entry.hashing is None:
-            entry.hashing = asyncio.create_task(_hash_backlog(entry))
-        if entry.backlog_bytes > self._max_backlog_bytes and entry.hashing is not None:
+            entry.hashing = asyncio.create_task(self._hash_backlog(entry))
+        too_much = (
+            entry.backlog_bytes > self._max_backlog_bytes
+            or self.backlog_bytes > self._max_total_backlog_bytes
+        )
+        if too_much and entry.hashing is not None:
             await asyncio.shield(entry.hashing)
 
-
-async def _hash_backlog(entry: _Digest) -> None:
-    """Hash the entry's backlog on a worker thread, all that waits in one hand-off, until none
-    is left (bytes handed over meanwhile are taken by the next hand-off)."""
-    try:
-        while entry.backlog:
-            pieces, entry.backlog, entry.backlog_bytes = entry.backlog, [], 0
-            await asyncio.to_thread(_update, entry.hasher, pieces)
-    finally:
-        entry.hashing = None
+    async def _hash_backlog(self, entry: _Digest) -> None:
+        """Hash the entry's backlog on a worker thread, all that waits in one hand-off, until
+        none is left (bytes handed over meanwhile are taken by the next hand-off)."""
+        try:
+            while entry.backlog:
+                pieces, entry.backlog = entry.backlog, []
+                size, entry.backlog_bytes = entry.backlog_bytes, 0
+                try:
+                    await asyncio.to_thread(_update, entry.hasher, pieces)
+                finally:
+                    self.backlog_bytes -= size
+        finally:
+            entry.hashing = None
 
 
 def _update(hasher: Any, pieces: Block) -> None:
