@@ -34,8 +34,12 @@ typecheck: $(BIN)/.installed-dev
 	$(BIN)/mypy src
 	cd clients/python && ../../$(BIN)/mypy src tests
 
+# The suite on two worker processes (each with its own PostgreSQL database, S3 server and
+# ports); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 unit: $(BIN)/.installed-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
