@@ -23,10 +23,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from re import Pattern
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from pydantic import TypeAdapter, ValidationError
 from starlette._utils import get_route_path  # what Route.matches uses (FastAPI imports it too)
 from starlette.convertors import Convertor, PathConvertor
 from starlette.exceptions import HTTPException
@@ -40,6 +41,17 @@ Handler = Callable[[Request, dict[str, Any], bytes], Awaitable[Response | None]]
 StreamHandler = Callable[[Request, dict[str, Any]], Awaitable[Response | None]]
 # As Starlette keeps them: the app's handlers here are coroutines (kit.problems).
 ExceptionHandler = Callable[[Request, Exception], Any]
+
+T = TypeVar("T")
+
+
+def path_param(adapter: TypeAdapter[T], value: Any) -> T | None:
+    """A path parameter as FastAPI takes it (``adapter`` of the endpoint's own annotated type),
+    or None: FastAPI would answer its 422, so the handler declines."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
 
 
 @dataclass(frozen=True)

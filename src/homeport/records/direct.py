@@ -8,12 +8,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from homeport.auth.dependencies import Credentials, read_checked_credentials
-from homeport.kit.direct import DirectRoute, Handler
+from homeport.kit.direct import DirectRoute, Handler, path_param
 from homeport.records.endpoints import (
     JSON,
     MERGE_PATCH,
@@ -47,16 +47,9 @@ def _json_object(request: Request, body: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _valid(adapter: TypeAdapter[str], value: Any) -> str | None:
-    try:
-        return adapter.validate_python(value)
-    except ValidationError:  # FastAPI's 422 for the path parameter
-        return None
-
-
 async def _create(request: Request, params: dict[str, Any], body: bytes) -> Response | None:
     data = _json_object(request, body)
-    collection = _valid(_collection_names, params["collection"])
+    collection = path_param(_collection_names, params["collection"])
     if data is None or collection is None:
         return None
     credentials = await read_checked_credentials(request)
@@ -89,8 +82,8 @@ async def _delete(request: Request, params: dict[str, Any], _body: bytes) -> Res
 
 def _target(params: dict[str, Any]) -> tuple[str, str] | None:
     """(collection, record id) of the path, when both are of their types."""
-    collection = _valid(_collection_names, params["collection"])
-    record_id = _valid(_record_ids, params["record_id"])
+    collection = path_param(_collection_names, params["collection"])
+    record_id = path_param(_record_ids, params["record_id"])
     if collection is None or record_id is None:
         return None
     return collection, record_id

@@ -13,7 +13,7 @@ from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import StoredFile, UploadSession
 from homeport.uploads.blocks import Block, joined, leading, size_of
-from homeport.uploads.digests import PartTooLarge, Sink
+from homeport.uploads.digests import PartTooLarge, Sink, read_part
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.schemas import UploadInit
 from homeport.uploads.service import (
@@ -113,7 +113,7 @@ class ChunkUploads:
             write_block = write_in_place
         streams_in = write_block is not None
         try:
-            pieces, digest = await self.service.digests.read_part(body, expected, write_block)
+            pieces, digest = await read_part(body, expected, write_block)
         except PartTooLarge as exc:
             raise wrong_size from exc
         except ObjectMissing as exc:

@@ -57,17 +57,6 @@ class RunningDigests:
         self._max_total_backlog_bytes = max_total_backlog_bytes
         self.backlog_bytes = 0  # of all uploads, handed over and not hashed yet
 
-    async def read_part(
-        self, body: AsyncIterator[bytes], limit: int, sink: Sink | None = None
-    ) -> tuple[Block, str]:
-        """Read a REST chunk and return it (its pieces, not joined) with its SHA-256. Hashing
-        runs on a worker thread, block by block, while the next block arrives. ``sink`` (if
-        given) gets each block with its offset within the part, in order, on that thread (a
-        local file writes while the next block arrives). Raises :class:`PartTooLarge` past
-        ``limit`` bytes. The whole-file digest takes the part only once it is verified
-        (:meth:`add_part`)."""
-        return await _read_hashing(body, limit, sink)
-
     async def add_part(
         self, upload_id: str, offset: int, part: int, pieces: Block, digest: str
     ) -> None:
@@ -168,9 +157,15 @@ class PartTooLarge(Exception):
     pass
 
 
-async def _read_hashing(
-    body: AsyncIterator[bytes], limit: int, sink: Sink | None
+async def read_part(
+    body: AsyncIterator[bytes], limit: int, sink: Sink | None = None
 ) -> tuple[Block, str]:
+    """Read a REST chunk and return it (its pieces, not joined) with its SHA-256. Hashing runs
+    on a worker thread, block by block, while the next block arrives. ``sink`` (if given) gets
+    each block with its offset within the part, in order, on that thread (a local file writes
+    while the next block arrives). Raises :class:`PartTooLarge` past ``limit`` bytes. The
+    whole-file digest takes the part only once it is verified (:meth:`RunningDigests.add_part`).
+    """
     chunk = hashlib.sha256()
     hashed = 0
     pending: asyncio.Future[None] | None = None

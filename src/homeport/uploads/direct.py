@@ -8,32 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from homeport.auth.dependencies import read_credentials
-from homeport.kit.direct import DirectRoute
+from homeport.kit.direct import DirectRoute, path_param
 from homeport.uploads import endpoints, tus_endpoints
 from homeport.uploads.dependencies import upload_service
 from homeport.uploads.tus import TUS_VERSION
 
-_rest_upload_ids: TypeAdapter[str] = TypeAdapter(endpoints.UploadIdPath)
+# The endpoints' own path parameter types (tus uses the same upload id).
+_upload_ids: TypeAdapter[str] = TypeAdapter(endpoints.UploadIdPath)
 _chunk_indexes: TypeAdapter[int] = TypeAdapter(endpoints.ChunkIndexPath)
-_tus_upload_ids: TypeAdapter[str] = TypeAdapter(tus_endpoints.UploadIdPath)
-
-
-def _valid(adapter: TypeAdapter[Any], value: Any) -> Any:
-    """The path parameter as FastAPI takes it, or None (FastAPI answers its 422)."""
-    try:
-        return adapter.validate_python(value)
-    except ValidationError:
-        return None
 
 
 async def _chunk(request: Request, params: dict[str, Any]) -> Response | None:
-    upload_id = _valid(_rest_upload_ids, params["upload_id"])
-    index = _valid(_chunk_indexes, params["chunk_index"])
+    upload_id = path_param(_upload_ids, params["upload_id"])
+    index = path_param(_chunk_indexes, params["chunk_index"])
     if upload_id is None or index is None:
         return None
     credentials = await read_credentials(request)
@@ -43,7 +35,7 @@ async def _chunk(request: Request, params: dict[str, Any]) -> Response | None:
 
 
 async def _tus_patch(request: Request, params: dict[str, Any]) -> Response | None:
-    upload_id = _valid(_tus_upload_ids, params["upload_id"])
+    upload_id = path_param(_upload_ids, params["upload_id"])
     headers = request.headers
     # The versioned router's dependency answers 412 to another version.
     if upload_id is None or headers.get("tus-resumable") != TUS_VERSION:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from email.utils import format_datetime
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request, Response, status
+from fastapi import Depends, Header, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.dependencies import BriefPrincipalDep, CredentialsDep
@@ -22,6 +22,7 @@ from homeport.kit.routing import api_router
 from homeport.kit.text import whole_number
 from homeport.models.files import UploadSession
 from homeport.uploads.dependencies import UploadServiceDep
+from homeport.uploads.endpoints import UploadIdPath
 from homeport.uploads.service import already
 from homeport.uploads.tus import (
     CHECKSUM_ALGORITHMS,
@@ -36,7 +37,6 @@ from homeport.uploads.tus import (
 
 TUS_PREFIX = "/api/v1/tus"
 OFFSET_TYPE = "application/offset+octet-stream"
-UploadIdPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 async def require_tus_version(
