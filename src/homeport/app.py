@@ -61,6 +61,7 @@ from homeport.uploads.digests import RunningDigests
 from homeport.uploads.direct import DIRECT_ROUTES as UPLOAD_ROUTES
 from homeport.uploads.endpoints import INIT_PATH
 from homeport.uploads.endpoints import router as uploads_router
+from homeport.uploads.known import KnownUploads
 from homeport.uploads.tus import TUS_VERSION
 from homeport.uploads.tus_endpoints import TUS_PREFIX
 from homeport.uploads.tus_endpoints import router as tus_router
@@ -197,6 +198,7 @@ def create_app(
             hub=hub,
             storage=storage,
             upload_digests=RunningDigests(),
+            known_uploads=KnownUploads(),
         )
         app.state.homeport.record_writes = GroupedWrites(app.state.homeport)
         await hub.start()

@@ -34,6 +34,7 @@ class AppState:
     hub: Any = None  # homeport.realtime.hub.Hub (typed loosely: state imports no domain)
     storage: Any = None  # homeport.kit.storage.Storage
     upload_digests: Any = None  # homeport.uploads.digests.RunningDigests
+    known_uploads: Any = None  # homeport.uploads.known.KnownUploads
     record_writes: Any = None  # homeport.records.writes.GroupedWrites
 
 

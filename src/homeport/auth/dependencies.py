@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.principal import Principal
 from homeport.auth.service import AuthService, checked_access_token
-from homeport.auth.tokens import API_KEY_MARK
+from homeport.auth.tokens import API_KEY_MARK, AccessClaims
 from homeport.kit.errors import ErrorCode, ProblemError
 from homeport.kit.security import hash_token
 from homeport.state import AppState, SessionDep, StateDep, unit_of_work
@@ -88,6 +88,19 @@ class Credentials:
         if self.bearer is None or self.presented_api_key is not None:
             return None
         return self.bearer.credentials
+
+    def access_claims(self) -> AccessClaims | None:
+        """The access token's claims when it is a signed, unexpired token of this server, else
+        None. Its session is not checked: nothing may be trusted on these alone until
+        :meth:`principal` has answered (the upload chunk path checks only cached, never
+        changing facts with them before a body it then records in one transaction)."""
+        token = self.access_token
+        if token is None:
+            return None
+        try:
+            return checked_access_token(self.state.keyring, self.state.settings, token)
+        except ProblemError:
+            return None
 
     @property
     def client_ip(self) -> str | None:

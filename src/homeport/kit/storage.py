@@ -157,6 +157,11 @@ class LocalStorage:
         await self._on_thread(self.write_at, key, part.offset, data)
         return part
 
+    async def write_pieces(self, key: str, offset: int, pieces: Sequence[bytes]) -> None:
+        """Write ``pieces`` one after the other at ``offset`` of a staged object, without
+        joining them first."""
+        await self._on_thread(self.write_at, key, offset, pieces)
+
     async def sync_staged(self, key: str) -> None:
         """Put what was written to a staged object so far on disk."""
         try:

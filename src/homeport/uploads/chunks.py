@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from homeport.auth.principal import Principal
-from homeport.files.service import FileService
+from homeport.auth.principal import Permission, Principal
+from homeport.auth.tokens import AccessClaims
+from homeport.files.service import FileService, Owner
 from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
-from homeport.kit.errors import ErrorCode, ProblemError
+from homeport.kit.errors import ErrorCode, ProblemError, not_found
 from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import StoredFile, UploadSession
 from homeport.uploads.blocks import Block, joined, leading, size_of
 from homeport.uploads.digests import PartTooLarge, Sink, read_part
+from homeport.uploads.known import KnownUpload
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.schemas import UploadInit
 from homeport.uploads.service import (
@@ -27,6 +29,10 @@ from homeport.uploads.service import (
 )
 
 PROTOCOL = "rest"
+# A part up to this size, of an upload this process knows, is written inside the transaction
+# that records it (ChunkUploads._put_known); a larger one takes the full path, whose extra
+# transaction costs little next to its bytes.
+KNOWN_PART_MAX_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,18 @@ class StatusResult:
     missing: list[int]
 
 
-def expected_chunk_size(upload: UploadSession, index: int) -> int:
+def expected_chunk_size(upload: UploadSession | KnownUpload, index: int) -> int:
     if index < upload.total_chunks - 1:
         return upload.chunk_size
     return upload.total_size - upload.chunk_size * (upload.total_chunks - 1)
+
+
+def _wrong_size(index: int, expected: int) -> ProblemError:
+    return ProblemError(ErrorCode.UPLOAD_001, f"Chunk {index} must be {expected} bytes")
+
+
+def _cancelled() -> ProblemError:
+    return ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled")
 
 
 class ChunkUploads:
@@ -70,35 +84,28 @@ class ChunkUploads:
         await self.service.create_staged(upload)
         async with self.service.begin() as session:
             UploadRepository(session).add(upload)
+        self._remember(upload)
         return upload
 
     async def put_chunk(
         self,
         authenticate: Authenticate,
+        claims: AccessClaims | None,
         upload_id: str,
         index: int,
         body: AsyncIterator[bytes],
         checksum: str | None,
     ) -> ChunkResult:
-        async with self.service.begin() as session:
-            principal = await authenticate(session)
-            if checksum is None or len(checksum) != 64:
-                raise ProblemError(
-                    ErrorCode.VALIDATION_001,
-                    "X-Chunk-Checksum must be the SHA-256 of the chunk, 64 hex digits",
-                )
-            upload, resent = await self.service.load_with_part(
-                session, principal, upload_id, PROTOCOL, index + 1
-            )
-        self.service.require_open(upload, utcnow())
-        if not 0 <= index < upload.total_chunks:
-            raise ProblemError(
-                ErrorCode.UPLOAD_001,
-                f"chunk_index must be between 0 and {upload.total_chunks - 1}",
-            )
+        """Store and record one chunk. ``claims``: the caller's access token, when it is one
+        (its session not yet checked), for :meth:`_known_target`."""
+        known = self._known_target(claims, upload_id, index, checksum)
+        if known is not None:
+            assert checksum is not None
+            return await self._put_known(authenticate, known, index, body, checksum)
+        upload, resent = await self._checked_before_body(authenticate, upload_id, index, checksum)
+        assert checksum is not None
         expected = expected_chunk_size(upload, index)
         offset = index * upload.chunk_size
-        wrong_size = ProblemError(ErrorCode.UPLOAD_001, f"Chunk {index} must be {expected} bytes")
         storage = self.service.storage
         # A local file takes a chunk sent for the first time while it arrives; a re-sent one
         # (or an S3 part, written whole) only once verified, so good bytes are never replaced
@@ -115,21 +122,12 @@ class ChunkUploads:
         try:
             pieces, digest = await read_part(body, expected, write_block)
         except PartTooLarge as exc:
-            raise wrong_size from exc
+            raise _wrong_size(index, expected) from exc
         except ObjectMissing as exc:
-            raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
+            raise _cancelled() from exc
         except StorageError as exc:
             raise storage_unavailable(exc) from exc
-        if size_of(pieces) != expected:
-            raise wrong_size
-        if digest != checksum.lower():
-            raise ProblemError(
-                ErrorCode.UPLOAD_002,
-                f"Chunk {index} does not match its X-Chunk-Checksum; nothing was kept",
-                extra={"chunk_index": index},
-            )
-        if index == 0:
-            self.service.check_head(upload, leading(pieces, HEAD_BYTES))
+        self._verify(upload, index, expected, pieces, digest, checksum)
         part = Part(number=index + 1, offset=offset, size=expected)
         try:
             if not streams_in:  # only then are the pieces joined
@@ -137,7 +135,7 @@ class ChunkUploads:
                     upload.storage_key, upload.storage_handle, part, joined(pieces)
                 )
         except ObjectMissing as exc:
-            raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
+            raise _cancelled() from exc
         except StorageError as exc:
             raise storage_unavailable(exc) from exc
         # Hashed for the whole-file digest while the part is recorded and the client sends
@@ -148,8 +146,147 @@ class ChunkUploads:
             await repository.save_part(upload.tenant_id, upload.id, part, digest)
             # Checked after the insert, in its transaction: a cancel or expiry in between
             # rolls the part back and is answered.
-            status, expires_at, received = await repository.progress(upload.tenant_id, upload.id)
+            received = await self._received(repository, upload.tenant_id, upload.id)
+        self._remember(upload)
+        return ChunkResult(
+            chunk_index=index,
+            remaining_chunks=upload.total_chunks - received,
+            progress_pct=progress(received, upload.total_chunks),
+        )
+
+    async def _checked_before_body(
+        self,
+        authenticate: Authenticate,
+        upload_id: str,
+        index: int,
+        checksum: str | None,
+    ) -> tuple[UploadSession, bool]:
+        """What a chunk must pass before its body is read, in a transaction: the caller, the
+        checksum header, the caller's open upload and the index. Returns the upload and
+        whether this chunk was recorded before."""
+        async with self.service.begin() as session:
+            principal = await authenticate(session)
+            if checksum is None or len(checksum) != 64:
+                raise ProblemError(
+                    ErrorCode.VALIDATION_001,
+                    "X-Chunk-Checksum must be the SHA-256 of the chunk, 64 hex digits",
+                )
+            upload, resent = await self.service.load_with_part(
+                session, principal, upload_id, PROTOCOL, index + 1
+            )
+        self.service.require_open(upload, utcnow())
+        if not 0 <= index < upload.total_chunks:
+            raise ProblemError(
+                ErrorCode.UPLOAD_001,
+                f"chunk_index must be between 0 and {upload.total_chunks - 1}",
+            )
+        return upload, resent
+
+    def _verify(
+        self,
+        upload: UploadSession | KnownUpload,
+        index: int,
+        expected: int,
+        pieces: Block,
+        digest: str,
+        checksum: str,
+    ) -> None:
+        """The body is the chunk: its size, its checksum, and (the first) its content type."""
+        if size_of(pieces) != expected:
+            raise _wrong_size(index, expected)
+        if digest != checksum.lower():
+            raise ProblemError(
+                ErrorCode.UPLOAD_002,
+                f"Chunk {index} does not match its X-Chunk-Checksum; nothing was kept",
+                extra={"chunk_index": index},
+            )
+        if index == 0:
+            self.service.check_head(upload, leading(pieces, HEAD_BYTES))
+
+    async def _received(self, repository: UploadRepository, tenant_id: str, upload_id: str) -> int:
+        """The number of recorded parts, once the upload is found still open."""
+        found = await repository.progress(tenant_id, upload_id)
+        if found is None:
+            raise not_found("Upload")
+        status, expires_at, received = found
+        try:
             self.service.require_status(status, expires_at, utcnow())
+        except ProblemError:
+            self.service.known.forget(tenant_id, upload_id)
+            raise
+        return received
+
+    def _remember(self, upload: UploadSession) -> None:
+        # Only a local directory's chunks look uploads up (see _known_target).
+        if isinstance(self.service.storage, LocalStorage):
+            self.service.known.remember(upload)
+
+    def _known_target(
+        self, claims: AccessClaims | None, upload_id: str, index: int, checksum: str | None
+    ) -> KnownUpload | None:
+        """The upload, from this process's memory, when its chunk can skip the transaction
+        before the body (:meth:`_put_known`): the storage is a local directory, the caller
+        presents a signed, unexpired access token of the upload's owner, the checksum header
+        is well-formed, the index in range, the upload unexpired, the part at most
+        :data:`KNOWN_PART_MAX_BYTES`. Anything else takes the full path, which answers it."""
+        if claims is None or checksum is None or len(checksum) != 64:
+            return None
+        if not isinstance(self.service.storage, LocalStorage):
+            return None
+        known = self.service.known.get(claims.tenant_id, upload_id)
+        if known is None or known.owner_id != claims.user_id:
+            return None
+        if not 0 <= index < known.total_chunks or known.expires_at <= utcnow():
+            return None
+        if expected_chunk_size(known, index) > KNOWN_PART_MAX_BYTES:
+            return None
+        return known
+
+    async def _put_known(
+        self,
+        authenticate: Authenticate,
+        upload: KnownUpload,
+        index: int,
+        body: AsyncIterator[bytes],
+        checksum: str,
+    ) -> ChunkResult:
+        """A chunk of an upload this process knows, in one transaction instead of two: the
+        body is read and verified first; then one transaction checks the caller's session and
+        role and the upload's status, records the part, and writes its bytes before it
+        commits. So nothing is written to an upload the database no longer has open (another
+        process may have finished or cancelled it), and good bytes are never replaced by bad
+        ones. A refused body is answered only after the checks the full path makes first, so
+        that the answer is the one it would give."""
+        expected = expected_chunk_size(upload, index)
+        offset = index * upload.chunk_size
+        try:
+            try:
+                pieces, digest = await read_part(body, expected)
+            except PartTooLarge as exc:
+                raise _wrong_size(index, expected) from exc
+            self._verify(upload, index, expected, pieces, digest, checksum)
+        except ProblemError:
+            await self._checked_before_body(authenticate, upload.id, index, checksum)
+            raise
+        part = Part(number=index + 1, offset=offset, size=expected)
+        await self.service.digests.add_part(upload.id, offset, part.number, pieces, digest)
+        storage = self.service.storage
+        assert isinstance(storage, LocalStorage)
+        async with self.service.begin() as session:
+            principal = await authenticate(session)
+            principal.require(Permission.FILES_WRITE)
+            if Owner.of(principal).actor_id != upload.owner_id:
+                raise not_found("Upload")
+            repository = UploadRepository(session)
+            await repository.save_part(upload.tenant_id, upload.id, part, digest)
+            received = await self._received(repository, upload.tenant_id, upload.id)
+            # At most KNOWN_PART_MAX_BYTES to the page cache, so the transaction stays short.
+            try:
+                await storage.write_pieces(upload.storage_key, offset, pieces)
+            except ObjectMissing as exc:
+                raise _cancelled() from exc
+            except StorageError as exc:
+                raise storage_unavailable(exc) from exc
         return ChunkResult(
             chunk_index=index,
             remaining_chunks=upload.total_chunks - received,

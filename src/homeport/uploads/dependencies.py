@@ -1,4 +1,5 @@
-"""The upload service of a request: short units of work, the app's storage and digests."""
+"""The upload service of a request: short units of work, the app's storage, digests and known
+uploads."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ async def upload_service(state: StateDep) -> UploadService:
         state.storage,
         state.secret_key,
         state.upload_digests,
+        state.known_uploads,
     )
 
 

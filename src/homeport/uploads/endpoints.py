@@ -84,7 +84,12 @@ async def put_chunk(
     ] = None,
 ) -> Response:
     result = await ChunkUploads(service).put_chunk(
-        credentials.principal, upload_id, chunk_index, request.stream(), checksum
+        credentials.principal,
+        credentials.access_claims(),
+        upload_id,
+        chunk_index,
+        request.stream(),
+        checksum,
     )
     accepted = ChunkAccepted(
         uploaded=True,

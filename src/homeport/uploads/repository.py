@@ -149,12 +149,16 @@ class UploadRepository:
         )
         return [int(number) for number in result.scalars()]
 
-    async def progress(self, tenant_id: str, upload_id: str) -> tuple[str, datetime, int]:
-        """Status, expiry and number of received parts, in one query (the chunk hot path)."""
+    async def progress(self, tenant_id: str, upload_id: str) -> tuple[str, datetime, int] | None:
+        """Status, expiry and number of received parts, in one query (the chunk hot path);
+        None when the tenant has no such upload."""
         result = await self.session.execute(
             _PROGRESS, {"tenant_id": tenant_id, "upload_id": upload_id}
         )
-        status, expires_at, count = result.one()
+        row = result.one_or_none()
+        if row is None:
+            return None
+        status, expires_at, count = row
         return str(status), expires_at, int(count)
 
     async def set_part_tokens(self, tenant_id: str, upload_id: str, tokens: dict[int, str]) -> None:

@@ -3,6 +3,8 @@
 Bytes never travel inside a database transaction: SQLite has one writer, and a phone on a
 slow link may take minutes to send a chunk. So each step reads or writes the upload's row in a
 short unit of work handed in by the request (``begin``), and storage I/O happens between them.
+(One exception: a REST chunk of an upload the process knows writes its verified bytes, at most
+a few MiB to a local file, inside the transaction that records it; see ``chunks``.)
 A tus ``PATCH`` or a finalize holds a lease on the row (``lock_owner``/``locked_until``), so a
 second writer is refused with 423 instead of interleaving; a lease whose holder died expires.
 """
@@ -33,6 +35,7 @@ from homeport.kit.jobs import enqueue
 from homeport.kit.storage import ObjectMissing, Part, Storage, StorageError, sha256_of
 from homeport.models.files import StoredFile, UploadSession
 from homeport.uploads.digests import RunningDigests
+from homeport.uploads.known import KnownUpload, KnownUploads
 from homeport.uploads.repository import UploadRepository
 
 Begin = Callable[[], AbstractAsyncContextManager[AsyncSession]]
@@ -91,6 +94,7 @@ class UploadService:
         storage: Storage,
         secret_key: str,
         digests: RunningDigests,
+        known: KnownUploads,
     ) -> None:
         # Upload progress (sessions, leases, parts) commits without waiting for the disk: its
         # loss in a power failure means re-sending a chunk, whose bytes were not synced either.
@@ -101,6 +105,7 @@ class UploadService:
         self.storage = storage
         self.secret_key = secret_key
         self.digests = digests
+        self.known = known
 
     # Shared checks
 
@@ -215,7 +220,7 @@ class UploadService:
         except StorageError as exc:
             raise storage_unavailable(exc) from exc
 
-    def check_head(self, upload: UploadSession, head: bytes) -> str:
+    def check_head(self, upload: UploadSession | KnownUpload, head: bytes) -> str:
         """The effective content type; a declared type the bytes contradict is refused."""
         try:
             return check_declared(upload.mime_type, head)
@@ -314,6 +319,7 @@ class UploadService:
                 updated_at=utcnow(),
             )
             await repository.delete_parts(upload.tenant_id, upload.id)
+        self.known.forget(upload.tenant_id, upload.id)
         return Finished(file=stored, deduplicated=deduplicated)
 
     async def _check_image(self, upload: UploadSession) -> ImageInfo | None:
@@ -410,6 +416,7 @@ class UploadService:
             await repository.delete_parts(upload.tenant_id, upload.id)
             enqueue_discard(session, upload)
         self.digests.drop(upload_id)
+        self.known.forget(upload.tenant_id, upload_id)
         upload.status = "cancelled"
         return upload
 
