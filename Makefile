@@ -35,7 +35,8 @@ typecheck: $(BIN)/.installed-dev
 	cd clients/python && ../../$(BIN)/mypy src tests
 
 # The suite on two worker processes (each with its own PostgreSQL database, S3 server and
-# ports); TEST_WORKERS=0 runs it in one process.
+# ports; all PostgreSQL tests on one of them, see tests/conftest.py); TEST_WORKERS=0 runs it
+# in one process.
 TEST_WORKERS ?= 2
 
 unit: $(BIN)/.installed-dev

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -107,6 +108,24 @@ async def empty_all_tables(url: str) -> None:
         await connection.execute(statements)
     finally:
         await connection.close()
+
+
+# A test on PostgreSQL: ``postgresql`` is one of the parameter ids in its brackets.
+_ON_POSTGRES = re.compile(r"\[(?:[^\]]*-)?postgresql(?:-|\])")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Test workers (`make test`) get the PostgreSQL tests all on one worker, one after the
+    other, and the rest spread as they free up. A pull serves only changes below the oldest
+    transaction still open anywhere on the PostgreSQL server (docs/sync.md), so another
+    worker's tests on the same server would hold a test's changes back at random."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OnePostgresWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "postgresql" if _ON_POSTGRES.search(nodeid) else nodeid
+
+    return OnePostgresWorker(config, log)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
