@@ -23,6 +23,8 @@ from homeport.kit.clock import utcnow
 from homeport.models.files import UploadSession
 from homeport.uploads.chunks import KNOWN_PART_MAX_BYTES
 from homeport.uploads.known import KnownUploads
+from homeport.uploads.repository import UploadRepository
+from homeport.uploads.service import storage_key_for
 from tests.conftest import Harness, client_without_direct_routes
 from tests.uploads.conftest import Uploader
 
@@ -238,6 +240,37 @@ async def test_an_upload_finished_elsewhere_is_never_written(
         downloaded = await uploader.download(file["file_url"])
         assert downloaded.status_code == 200
         assert downloaded.content == data
+
+
+async def test_a_chunk_while_a_finalize_holds_the_upload(uploader: Uploader) -> None:
+    data = payload(2 * CHUNK)
+    pair = await Pair.make(uploader, data)
+    assert code_of(await pair.chunk(0, data[:CHUNK])) == (200, None)
+    harness = uploader.harness
+    ids = [pair.known["upload_id"], pair.forgotten["upload_id"]]
+    now = utcnow()
+    async with harness.state.database.transaction() as session:
+        for upload_id in ids:  # as a finalize (or cancel) in another process holds it
+            taken = await UploadRepository(session).take_lease(
+                uploader.tenant.id, upload_id, "finalize", now, now + timedelta(minutes=1)
+            )
+            assert taken
+    other = payload(CHUNK)  # a well-formed re-send of other bytes
+    refused = await pair.chunk(0, other)
+    assert code_of(refused) == (423, "UPLOAD_004")
+    assert code_of(await pair.chunk(1, data[CHUNK:])) == (423, "UPLOAD_004")
+    assert await pair.uploaded() == [[0], [0]]
+    for upload_id in ids:  # the bytes a finalize is checking did not change
+        stored = await harness.state.storage.get(storage_key_for(uploader.tenant.id, upload_id))
+        assert stored[:CHUNK] == data[:CHUNK]
+    async with harness.state.database.transaction() as session:
+        for upload_id in ids:
+            await UploadRepository(session).release_lease(uploader.tenant.id, upload_id, "finalize")
+    assert code_of(await pair.chunk(1, data[CHUNK:])) == (200, None)
+    for upload in (pair.known, pair.forgotten):
+        finished = await uploader.finalize(upload["upload_id"])
+        assert finished.status_code == 200, finished.text
+        assert finished.json()["checksum"] == hashlib.sha256(data).hexdigest()
 
 
 async def test_an_upload_expired_in_the_database(uploader: Uploader) -> None:

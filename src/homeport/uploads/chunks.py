@@ -26,6 +26,7 @@ from homeport.uploads.service import (
     held_lease,
     progress,
     storage_unavailable,
+    upload_busy,
 )
 
 PROTOCOL = "rest"
@@ -129,8 +130,13 @@ class ChunkUploads:
             raise storage_unavailable(exc) from exc
         self._verify(upload, index, expected, pieces, digest, checksum)
         part = Part(number=index + 1, offset=offset, size=expected)
+        # A re-sent chunk replaces recorded bytes: on a local file only inside the transaction
+        # that finds the upload open and free (_received). An S3 part is a new object that
+        # only the recorded token names, so it is sent before (the network stays out of the
+        # transaction).
+        replaces_local = not streams_in and isinstance(storage, LocalStorage)
         try:
-            if not streams_in:  # only then are the pieces joined
+            if not streams_in and not replaces_local:  # only then are the pieces joined
                 part = await storage.write_part(
                     upload.storage_key, upload.storage_handle, part, joined(pieces)
                 )
@@ -147,6 +153,8 @@ class ChunkUploads:
             # Checked after the insert, in its transaction: a cancel or expiry in between
             # rolls the part back and is answered.
             received = await self._received(repository, upload.tenant_id, upload.id)
+            if replaces_local:
+                await self._write_local(upload.storage_key, offset, pieces)
         self._remember(upload)
         return ChunkResult(
             chunk_index=index,
@@ -204,17 +212,33 @@ class ChunkUploads:
             self.service.check_head(upload, leading(pieces, HEAD_BYTES))
 
     async def _received(self, repository: UploadRepository, tenant_id: str, upload_id: str) -> int:
-        """The number of recorded parts, once the upload is found still open."""
+        """The number of recorded parts, once the upload is found still open and not being
+        finalized or cancelled (its lease free). Its row stays locked until the commit, so
+        bytes written before it are in place before any finalize can start."""
         found = await repository.progress(tenant_id, upload_id)
         if found is None:
             raise not_found("Upload")
-        status, expires_at, received = found
+        now = utcnow()
         try:
-            self.service.require_status(status, expires_at, utcnow())
+            self.service.require_status(found.status, found.expires_at, now)
         except ProblemError:
             self.service.known.forget(tenant_id, upload_id)
             raise
-        return received
+        if found.leased(now):
+            raise upload_busy()
+        return found.received
+
+    async def _write_local(self, key: str, offset: int, pieces: Block) -> None:
+        """Write a verified chunk to a local file inside the transaction that records it (at
+        most a chunk to the page cache, so the transaction stays short)."""
+        storage = self.service.storage
+        assert isinstance(storage, LocalStorage)
+        try:
+            await storage.write_pieces(key, offset, pieces)
+        except ObjectMissing as exc:
+            raise _cancelled() from exc
+        except StorageError as exc:
+            raise storage_unavailable(exc) from exc
 
     def _remember(self, upload: UploadSession) -> None:
         # Only a local directory's chunks look uploads up (see _known_target).
@@ -270,8 +294,6 @@ class ChunkUploads:
             raise
         part = Part(number=index + 1, offset=offset, size=expected)
         await self.service.digests.add_part(upload.id, offset, part.number, pieces, digest)
-        storage = self.service.storage
-        assert isinstance(storage, LocalStorage)
         async with self.service.begin() as session:
             principal = await authenticate(session)
             principal.require(Permission.FILES_WRITE)
@@ -280,13 +302,7 @@ class ChunkUploads:
             repository = UploadRepository(session)
             await repository.save_part(upload.tenant_id, upload.id, part, digest)
             received = await self._received(repository, upload.tenant_id, upload.id)
-            # At most KNOWN_PART_MAX_BYTES to the page cache, so the transaction stays short.
-            try:
-                await storage.write_pieces(upload.storage_key, offset, pieces)
-            except ObjectMissing as exc:
-                raise _cancelled() from exc
-            except StorageError as exc:
-                raise storage_unavailable(exc) from exc
+            await self._write_local(upload.storage_key, offset, pieces)
         return ChunkResult(
             chunk_index=index,
             remaining_chunks=upload.total_chunks - received,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -20,6 +21,23 @@ from homeport.kit.tenancy import (
     unscoped_select,
 )
 from homeport.models.files import UploadPart, UploadSession
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where an upload stands as a chunk is recorded."""
+
+    status: str
+    expires_at: datetime
+    lock_owner: str | None
+    locked_until: datetime | None
+    received: int
+
+    def leased(self, now: datetime) -> bool:
+        """Whether a finalize or cancel holds the upload's lease now (as take_lease sees it)."""
+        return self.lock_owner is not None and (
+            self.locked_until is None or self.locked_until >= now
+        )
 
 
 class UploadRepository:
@@ -149,17 +167,19 @@ class UploadRepository:
         )
         return [int(number) for number in result.scalars()]
 
-    async def progress(self, tenant_id: str, upload_id: str) -> tuple[str, datetime, int] | None:
-        """Status, expiry and number of received parts, in one query (the chunk hot path);
-        None when the tenant has no such upload."""
+    async def progress(self, tenant_id: str, upload_id: str) -> Progress | None:
+        """Status, lease and number of received parts, in one query (the chunk hot path);
+        None when the tenant has no such upload. The upload's row stays locked until the
+        commit (PostgreSQL; SQLite's writer holds the whole database), so no finalize or
+        cancel can take its lease meanwhile."""
         result = await self.session.execute(
             _PROGRESS, {"tenant_id": tenant_id, "upload_id": upload_id}
         )
         row = result.one_or_none()
         if row is None:
             return None
-        status, expires_at, count = row
-        return str(status), expires_at, int(count)
+        status, expires_at, lock_owner, locked_until, count = row
+        return Progress(str(status), expires_at, lock_owner, locked_until, int(count))
 
     async def set_part_tokens(self, tenant_id: str, upload_id: str, tokens: dict[int, str]) -> None:
         for number, token in tokens.items():
@@ -243,15 +263,21 @@ _HAS_PART = tenant_select_columns(UploadPart, bindparam("tenant_id"), UploadPart
     UploadPart.upload_id == bindparam("upload_id"), UploadPart.number == bindparam("number")
 )
 _UPLOAD_WITH_PART = _UPLOAD.add_columns(_HAS_PART.exists().label("has_part"))
-_PROGRESS = tenant_select_columns(
-    UploadSession,
-    bindparam("tenant_id"),
-    UploadSession.status,
-    UploadSession.expires_at,
-    tenant_select_columns(UploadPart, bindparam("tenant_id"), func.count())
-    .where(UploadPart.upload_id == bindparam("upload_id"))
-    .scalar_subquery(),
-).where(UploadSession.id == bindparam("upload_id"))
+_PROGRESS = (
+    tenant_select_columns(
+        UploadSession,
+        bindparam("tenant_id"),
+        UploadSession.status,
+        UploadSession.expires_at,
+        UploadSession.lock_owner,
+        UploadSession.locked_until,
+        tenant_select_columns(UploadPart, bindparam("tenant_id"), func.count())
+        .where(UploadPart.upload_id == bindparam("upload_id"))
+        .scalar_subquery(),
+    )
+    .where(UploadSession.id == bindparam("upload_id"))
+    .with_for_update(of=UploadSession)
+)
 
 
 def _save_part(insert: Any) -> Any:
