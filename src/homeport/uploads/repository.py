@@ -137,9 +137,11 @@ class UploadRepository:
 
     async def save_part(self, tenant_id: str, upload_id: str, part: Part, sha256: str) -> None:
         """Record a written part; a re-sent part replaces the earlier row."""
-        dialect = self.session.get_bind().dialect.name
-        await self.session.execute(
-            _SAVE_PART_PG if dialect == "postgresql" else _SAVE_PART_SQLITE,
+        # On the connection: a plain statement needs none of the ORM's execution machinery
+        # (the chunk hot path).
+        connection = await self.session.connection()
+        await connection.execute(
+            _SAVE_PART_PG if connection.dialect.name == "postgresql" else _SAVE_PART_SQLITE,
             {
                 "tenant_id": tenant_id,
                 "upload_id": upload_id,
@@ -172,7 +174,8 @@ class UploadRepository:
         None when the tenant has no such upload. The upload's row stays locked until the
         commit (PostgreSQL; SQLite's writer holds the whole database), so no finalize or
         cancel can take its lease meanwhile."""
-        result = await self.session.execute(
+        connection = await self.session.connection()
+        result = await connection.execute(
             _PROGRESS, {"tenant_id": tenant_id, "upload_id": upload_id}
         )
         row = result.one_or_none()
