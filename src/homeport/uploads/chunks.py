@@ -131,9 +131,9 @@ class ChunkUploads:
         self._verify(upload, index, expected, pieces, digest, checksum)
         part = Part(number=index + 1, offset=offset, size=expected)
         # A re-sent chunk replaces recorded bytes: on a local file only inside the transaction
-        # that finds the upload open and free (_received). An S3 part is a new object that
-        # only the recorded token names, so it is sent before (the network stays out of the
-        # transaction).
+        # that finds the upload open and free (_received). An S3 part goes first (the network
+        # stays out of the transaction): completing the multipart upload names each part by
+        # the ETag recorded for it, so a part replaced meanwhile makes that fail, never mix.
         replaces_local = not streams_in and isinstance(storage, LocalStorage)
         try:
             if not streams_in and not replaces_local:  # only then are the pieces joined
