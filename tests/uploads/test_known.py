@@ -96,8 +96,14 @@ class Pair:
         data: bytes,
         checksum: str | None = None,
         headers: dict[str, str] | None = None,
+        *,
+        known: bool = True,
     ) -> tuple[int, str]:
-        """The same chunk to both uploads; both answers, normalised, must be the same."""
+        """The same chunk to both uploads; both answers, normalised, must be the same.
+        ``known``: the app still knows the first upload (it forgets one it found closed)."""
+        state = self.uploader.harness.state
+        remembered = state.known_uploads.get(self.uploader.tenant.id, self.known["upload_id"])
+        assert (remembered is not None) == known
         answers = []
         for upload in (self.known, self.forgotten):
             if upload is self.forgotten:
@@ -201,11 +207,12 @@ async def test_an_upload_cancelled_elsewhere(
             f"/api/v1/uploads/{upload['upload_id']}", headers=uploader.headers
         )
         assert cancelled.status_code == 200, cancelled.text
-    assert code_of(await pair.chunk(1, data[CHUNK:])) == (400, "UPLOAD_001")
-    # A bad body too: the upload's state is answered first, as before a body.
+    # A bad body: the upload's state is answered first, as before a body.
     wrong = await pair.chunk(1, bytes(CHUNK), hashlib.sha256(data[CHUNK:]).hexdigest())
     assert code_of(wrong) == (400, "UPLOAD_001")
     assert "cancelled" in wrong[1]
+    assert code_of(await pair.chunk(1, data[CHUNK:])) == (400, "UPLOAD_001")
+    assert code_of(await pair.chunk(1, data[CHUNK:], known=False)) == (400, "UPLOAD_001")
     known = uploader.harness.state.known_uploads
     assert known.get(uploader.tenant.id, pair.known["upload_id"]) is None
 
