@@ -229,8 +229,8 @@ class ChunkUploads:
         return found.received
 
     async def _write_local(self, key: str, offset: int, pieces: Block) -> None:
-        """Write a verified chunk to a local file inside the transaction that records it (at
-        most a chunk to the page cache, so the transaction stays short)."""
+        """Write a verified chunk to a local file inside the transaction that records it (one
+        chunk, to the page cache: the transaction waits for no network)."""
         storage = self.service.storage
         assert isinstance(storage, LocalStorage)
         try:

@@ -3,8 +3,9 @@
 Bytes never travel inside a database transaction: SQLite has one writer, and a phone on a
 slow link may take minutes to send a chunk. So each step reads or writes the upload's row in a
 short unit of work handed in by the request (``begin``), and storage I/O happens between them.
-(One exception: a REST chunk of an upload the process knows writes its verified bytes, at most
-a few MiB to a local file, inside the transaction that records it; see ``chunks``.)
+(One exception: a REST chunk's verified bytes that go to a local file after its body, a chunk of
+an upload the process knows or one that replaces a stored chunk, are written inside the
+transaction that records them: one chunk, to the page cache; see ``chunks``.)
 A tus ``PATCH`` or a finalize holds a lease on the row (``lock_owner``/``locked_until``), so a
 second writer is refused with 423 instead of interleaving; a lease whose holder died expires.
 """
