@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 import homeport.uploads.service as upload_service
-from homeport.uploads.digests import RunningDigests
+from homeport.uploads.blocks import BLOCK_BYTES
+from homeport.uploads.digests import RunningDigests, read_part, read_part_but_tail
 from tests.conftest import Harness
 from tests.uploads.conftest import Uploader
 from tests.uploads.test_tus_protocol import tus_for
@@ -37,6 +38,30 @@ async def add_in_order(digests: RunningDigests, upload: str, parts: list[bytes])
         recorded[number] = sha(part)
         offset += len(part)
     return recorded
+
+
+async def _body(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        [BLOCK_BYTES] * 4,  # ends on a block boundary
+        [100_000] * 10 + [1],
+        [7],
+        [BLOCK_BYTES + 1, BLOCK_BYTES - 1],
+    ],
+)
+async def test_a_part_read_but_its_last_block_hashes_to_the_whole(sizes: list[int]) -> None:
+    pieces = [os.urandom(size) for size in sizes]
+    whole = b"".join(pieces)
+    read = await read_part_but_tail(_body(pieces), len(whole))
+    assert b"".join(read.pieces) == whole
+    assert read.tail  # the last block waits for the caller's worker thread
+    assert read.finish() == hashlib.sha256(whole).hexdigest()
+    assert (await read_part(_body(pieces), len(whole)))[1] == hashlib.sha256(whole).hexdigest()
 
 
 async def test_parts_in_order_give_the_file_digest() -> None:

@@ -193,11 +193,27 @@ async def test_a_declared_type_the_first_chunk_contradicts(uploader: Uploader) -
     data = payload(CHUNK)
     pair = await Pair.make(uploader, data, mime_type="image/png", filename="a.png")
     assert code_of(await pair.chunk(0, data)) == (400, "UPLOAD_001")
+    # The checksum is answered before the type, as on the full path.
+    assert code_of(await pair.chunk(0, data, "ab" * 32)) == (422, "UPLOAD_002")
     assert await pair.uploaded() == [[], []]
 
 
+async def test_a_re_sent_first_chunk_the_declared_type_contradicts(uploader: Uploader) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(8) + b"IHDR" + os.urandom(CHUNK - 20)
+    data = png + os.urandom(10)
+    pair = await Pair.make(uploader, data, mime_type="image/png", filename="a.png")
+    assert code_of(await pair.chunk(0, png)) == (200, None)
+    other = payload(CHUNK)  # matches its checksum, but is no PNG
+    assert code_of(await pair.chunk(0, other)) == (400, "UPLOAD_001")
+    harness = uploader.harness
+    for upload in (pair.known, pair.forgotten):  # the stored first chunk did not change
+        key = storage_key_for(uploader.tenant.id, upload["upload_id"])
+        assert (await harness.state.storage.get(key))[:CHUNK] == png
+
+
+@pytest.mark.parametrize("body", ["good", "bad"])
 async def test_an_upload_cancelled_elsewhere(
-    uploader: Uploader, elsewhere: httpx.AsyncClient
+    uploader: Uploader, elsewhere: httpx.AsyncClient, body: str
 ) -> None:
     data = payload(2 * CHUNK)
     pair = await Pair.make(uploader, data)
@@ -207,14 +223,13 @@ async def test_an_upload_cancelled_elsewhere(
             f"/api/v1/uploads/{upload['upload_id']}", headers=uploader.headers
         )
         assert cancelled.status_code == 200, cancelled.text
-    # A bad body: the upload's state is answered first, as before a body.
-    wrong = await pair.chunk(1, bytes(CHUNK), hashlib.sha256(data[CHUNK:]).hexdigest())
-    assert code_of(wrong) == (400, "UPLOAD_001")
-    assert "cancelled" in wrong[1]
-    assert code_of(await pair.chunk(1, data[CHUNK:])) == (400, "UPLOAD_001")
+    # A bad body too: the upload's state is answered first, as before a body.
+    sent = data[CHUNK:] if body == "good" else bytes(CHUNK)
+    answer = await pair.chunk(1, sent, hashlib.sha256(data[CHUNK:]).hexdigest())
+    assert code_of(answer) == (400, "UPLOAD_001")
+    assert "cancelled" in answer[1]
+    # Found closed: forgotten, and the next chunk takes the full path.
     assert code_of(await pair.chunk(1, data[CHUNK:], known=False)) == (400, "UPLOAD_001")
-    known = uploader.harness.state.known_uploads
-    assert known.get(uploader.tenant.id, pair.known["upload_id"]) is None
 
 
 async def test_an_upload_finished_elsewhere_is_never_written(
@@ -266,6 +281,9 @@ async def test_a_chunk_while_a_finalize_holds_the_upload(uploader: Uploader) -> 
     refused = await pair.chunk(0, other)
     assert code_of(refused) == (423, "UPLOAD_004")
     assert code_of(await pair.chunk(1, data[CHUNK:])) == (423, "UPLOAD_004")
+    # The body is answered before the lease, as on the full path.
+    wrong = await pair.chunk(1, bytes(CHUNK), hashlib.sha256(data[CHUNK:]).hexdigest())
+    assert code_of(wrong) == (422, "UPLOAD_002")
     assert await pair.uploaded() == [[0], [0]]
     for upload_id in ids:  # the bytes a finalize is checking did not change
         stored = await harness.state.storage.get(storage_key_for(uploader.tenant.id, upload_id))

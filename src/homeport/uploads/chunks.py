@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -14,9 +15,9 @@ from homeport.kit.errors import ErrorCode, ProblemError, not_found
 from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import StoredFile, UploadSession
 from homeport.uploads.blocks import Block, joined, leading, size_of
-from homeport.uploads.digests import PartTooLarge, Sink, read_part
+from homeport.uploads.digests import PartTooLarge, Sink, read_part, read_part_but_tail
 from homeport.uploads.known import KnownUpload
-from homeport.uploads.repository import UploadRepository
+from homeport.uploads.repository import Progress, UploadRepository
 from homeport.uploads.schemas import UploadInit
 from homeport.uploads.service import (
     Authenticate,
@@ -58,6 +59,14 @@ def expected_chunk_size(upload: UploadSession | KnownUpload, index: int) -> int:
 
 def _wrong_size(index: int, expected: int) -> ProblemError:
     return ProblemError(ErrorCode.UPLOAD_001, f"Chunk {index} must be {expected} bytes")
+
+
+def _checksum_mismatch(index: int) -> ProblemError:
+    return ProblemError(
+        ErrorCode.UPLOAD_002,
+        f"Chunk {index} does not match its X-Chunk-Checksum; nothing was kept",
+        extra={"chunk_index": index},
+    )
 
 
 def _cancelled() -> ProblemError:
@@ -203,11 +212,7 @@ class ChunkUploads:
         if size_of(pieces) != expected:
             raise _wrong_size(index, expected)
         if digest != checksum.lower():
-            raise ProblemError(
-                ErrorCode.UPLOAD_002,
-                f"Chunk {index} does not match its X-Chunk-Checksum; nothing was kept",
-                extra={"chunk_index": index},
-            )
+            raise _checksum_mismatch(index)
         if index == 0:
             self.service.check_head(upload, leading(pieces, HEAD_BYTES))
 
@@ -215,18 +220,25 @@ class ChunkUploads:
         """The number of recorded parts, once the upload is found still open and not being
         finalized or cancelled (its lease free). Its row stays locked until the commit, so
         bytes written before it are in place before any finalize can start."""
+        found = await self._open_progress(repository, tenant_id, upload_id)
+        if found.leased(utcnow()):
+            raise upload_busy()
+        return found.received
+
+    async def _open_progress(
+        self, repository: UploadRepository, tenant_id: str, upload_id: str
+    ) -> Progress:
+        """Where the upload stands (its row locked until the commit), once found still open;
+        an upload found closed is forgotten."""
         found = await repository.progress(tenant_id, upload_id)
         if found is None:
             raise not_found("Upload")
-        now = utcnow()
         try:
-            self.service.require_status(found.status, found.expires_at, now)
+            self.service.require_status(found.status, found.expires_at, utcnow())
         except ProblemError:
             self.service.known.forget(tenant_id, upload_id)
             raise
-        if found.leased(now):
-            raise upload_busy()
-        return found.received
+        return found
 
     async def _write_local(self, key: str, offset: int, pieces: Block) -> None:
         """Write a verified chunk to a local file inside the transaction that records it (one
@@ -274,39 +286,72 @@ class ChunkUploads:
         body: AsyncIterator[bytes],
         checksum: str,
     ) -> ChunkResult:
-        """A chunk of an upload this process knows, in one transaction instead of two: the
-        body is read and verified first; then one transaction checks the caller's session and
-        role and the upload's status, records the part, and writes its bytes before it
-        commits. So nothing is written to an upload the database no longer has open (another
-        process may have finished or cancelled it), and good bytes are never replaced by bad
-        ones. A refused body is answered only after the checks the full path makes first, so
-        that the answer is the one it would give."""
+        """A chunk of an upload this process knows, in one transaction instead of two. The
+        body is read first, all but its last block hashed. Then one transaction checks the
+        caller's session and role and the upload's status and lease, records the part, and
+        on one worker thread hashes the last block and, if the chunk matches its checksum
+        and may be written, writes it; then it commits. So nothing is written for a caller
+        whose session was not checked or to an upload the database no longer has open
+        (another process may have finished or cancelled it), and good bytes are never
+        replaced by bad ones. Refusals come in the full path's order: the caller and the
+        upload's status (before a body there), then the body, then the lease."""
         expected = expected_chunk_size(upload, index)
         offset = index * upload.chunk_size
         try:
             try:
-                pieces, digest = await read_part(body, expected)
+                read = await read_part_but_tail(body, expected)
             except PartTooLarge as exc:
                 raise _wrong_size(index, expected) from exc
-            self._verify(upload, index, expected, pieces, digest, checksum)
+            if size_of(read.pieces) != expected:
+                raise _wrong_size(index, expected)
         except ProblemError:
             await self._checked_before_body(authenticate, upload.id, index, checksum)
             raise
+        head_problem: ProblemError | None = None
+        if index == 0:
+            try:
+                self.service.check_head(upload, leading(read.pieces, HEAD_BYTES))
+            except ProblemError as exc:
+                head_problem = exc
+        storage = self.service.storage
+        assert isinstance(storage, LocalStorage)
+        wanted = checksum.lower()
         part = Part(number=index + 1, offset=offset, size=expected)
-        await self.service.digests.add_part(upload.id, offset, part.number, pieces, digest)
         async with self.service.begin() as session:
             principal = await authenticate(session)
             principal.require(Permission.FILES_WRITE)
             if Owner.of(principal).actor_id != upload.owner_id:
                 raise not_found("Upload")
             repository = UploadRepository(session)
-            await repository.save_part(upload.tenant_id, upload.id, part, digest)
-            received = await self._received(repository, upload.tenant_id, upload.id)
-            await self._write_local(upload.storage_key, offset, pieces)
+            # Recorded with the checksum it must match; rolled back if it does not.
+            await repository.save_part(upload.tenant_id, upload.id, part, wanted)
+            found = await self._open_progress(repository, upload.tenant_id, upload.id)
+            leased = found.leased(utcnow())
+            writable = head_problem is None and not leased
+
+            def finish_and_write() -> str:
+                digest = read.finish()
+                if digest == wanted and writable:
+                    storage.write_at(upload.storage_key, offset, read.pieces)
+                return digest
+
+            try:
+                digest = await asyncio.to_thread(finish_and_write)
+            except ObjectMissing as exc:
+                raise _cancelled() from exc
+            except StorageError as exc:
+                raise storage_unavailable(exc) from exc
+            if digest != wanted:
+                raise _checksum_mismatch(index)
+            if head_problem is not None:
+                raise head_problem
+            if leased:
+                raise upload_busy()
+        await self.service.digests.add_part(upload.id, offset, part.number, read.pieces, digest)
         return ChunkResult(
             chunk_index=index,
-            remaining_chunks=upload.total_chunks - received,
-            progress_pct=progress(received, upload.total_chunks),
+            remaining_chunks=upload.total_chunks - found.received,
+            progress_pct=progress(found.received, upload.total_chunks),
         )
 
     async def status(self, principal: Principal, upload_id: str) -> StatusResult:

@@ -166,6 +166,36 @@ async def read_part(
     while the next block arrives). Raises :class:`PartTooLarge` past ``limit`` bytes. The
     whole-file digest takes the part only once it is verified (:meth:`RunningDigests.add_part`).
     """
+    pieces, hasher, tail = await _read(body, limit, sink, hash_tail=True)
+    assert not tail
+    return pieces, hasher.hexdigest()
+
+
+@dataclass
+class ReadPart:
+    """A REST chunk read with all but its last block hashed (:func:`read_part_but_tail`)."""
+
+    pieces: Block
+    hasher: Any
+    tail: Block
+
+    def finish(self) -> str:
+        """Blocking: hash the last block; the chunk's SHA-256 (hex)."""
+        _update(self.hasher, self.tail)
+        self.tail = []
+        return str(self.hasher.hexdigest())
+
+
+async def read_part_but_tail(body: AsyncIterator[bytes], limit: int) -> ReadPart:
+    """:func:`read_part` without a sink, leaving the last block unhashed: the caller hashes it
+    on the worker thread that then goes on with the chunk (one hand-off for both)."""
+    return ReadPart(*await _read(body, limit, None, hash_tail=False))
+
+
+async def _read(
+    body: AsyncIterator[bytes], limit: int, sink: Sink | None, *, hash_tail: bool
+) -> tuple[Block, Any, Block]:
+    """The chunk's pieces, its hasher and (``hash_tail`` false) its last block, not hashed."""
     chunk = hashlib.sha256()
     hashed = 0
     pending: asyncio.Future[None] | None = None
@@ -178,6 +208,9 @@ async def read_part(
     gathered = Blocks()
     pieces: Block = []
     received = 0
+    # Without hash_tail, each block waits until the next one is gathered, so the last one is
+    # never handed out here.
+    held: Block = []
     try:
         async for piece in body:
             received += len(piece)
@@ -186,9 +219,13 @@ async def read_part(
             block = gathered.add(piece)
             if block is None:
                 continue
+            pieces.extend(block)
+            if not hash_tail:
+                block, held = held, block
+                if not block:
+                    continue
             if pending is not None:
                 await pending
-            pieces.extend(block)
             pending = asyncio.ensure_future(asyncio.to_thread(step, hashed, block))
             hashed += size_of(block)
         if pending is not None:
@@ -196,11 +233,14 @@ async def read_part(
             pending = None
         if (block := gathered.rest()) is not None:
             pieces.extend(block)
-            pending = asyncio.ensure_future(asyncio.to_thread(step, hashed, block))
-            await pending
-            pending = None
+            if not hash_tail:
+                held = held + block
+            else:
+                pending = asyncio.ensure_future(asyncio.to_thread(step, hashed, block))
+                await pending
+                pending = None
     finally:
         if pending is not None:
             with contextlib.suppress(BaseException):
                 await pending
-    return pieces, chunk.hexdigest()
+    return pieces, chunk, held
