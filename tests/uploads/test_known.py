@@ -91,13 +91,7 @@ class Pair:
         return answer.status_code, _TRACE.sub("<trace>", text)
 
     async def chunk(
-        self,
-        index: int,
-        data: bytes,
-        checksum: str | None = None,
-        headers: dict[str, str] | None = None,
-        *,
-        known: bool = True,
+        self, index: int, data: bytes, checksum: str | None = None, *, known: bool = True
     ) -> tuple[int, str]:
         """The same chunk to both uploads; both answers, normalised, must be the same.
         ``known``: the app still knows the first upload (it forgets one it found closed)."""
@@ -108,19 +102,8 @@ class Pair:
         for upload in (self.known, self.forgotten):
             if upload is self.forgotten:
                 self.forget()
-            answers.append(
-                self.normal(
-                    await self.uploader.client.post(
-                        f"/api/v1/uploads/{upload['upload_id']}/chunk/{index}",
-                        content=data,
-                        headers={
-                            **(headers or self.uploader.headers),
-                            "Content-Type": "application/octet-stream",
-                            "X-Chunk-Checksum": checksum or hashlib.sha256(data).hexdigest(),
-                        },
-                    )
-                )
-            )
+            sent = await self.uploader.chunk(upload["upload_id"], index, data, checksum)
+            answers.append(self.normal(sent))
         assert answers[0] == answers[1]
         return answers[0]
 

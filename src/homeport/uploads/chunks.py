@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from homeport.auth.principal import Permission, Principal
 from homeport.auth.tokens import AccessClaims
-from homeport.files.service import FileService, Owner
+from homeport.files.service import FileService
 from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError, not_found
@@ -69,8 +70,15 @@ def _checksum_mismatch(index: int) -> ProblemError:
     )
 
 
-def _cancelled() -> ProblemError:
-    return ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled")
+@contextlib.contextmanager
+def _storage_failures() -> Iterator[None]:
+    """A failure of the storage while a chunk is written, as the chunk's answer."""
+    try:
+        yield
+    except ObjectMissing as exc:
+        raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
+    except StorageError as exc:
+        raise storage_unavailable(exc) from exc
 
 
 class ChunkUploads:
@@ -117,42 +125,33 @@ class ChunkUploads:
         expected = expected_chunk_size(upload, index)
         offset = index * upload.chunk_size
         storage = self.service.storage
-        # A local file takes a chunk sent for the first time while it arrives; a re-sent one
-        # (or an S3 part, written whole) only once verified, so good bytes are never replaced
-        # by bad ones. Bytes of a refused first send sit where no part is recorded.
-        write_block: Sink | None = None
+        # A local file takes a chunk sent for the first time while it arrives (bytes of a
+        # refused one sit where no part is recorded). A re-sent one replaces recorded bytes:
+        # only once verified, inside the transaction that finds the upload open and free
+        # (_received), so good bytes are never replaced by bad ones nor changed under a
+        # finalize. An S3 part goes before that transaction (it keeps the network out):
+        # completing the multipart upload names each part by the ETag recorded for it, so a
+        # part replaced meanwhile makes that fail, never mix.
+        in_place: Sink | None = None
         if isinstance(storage, LocalStorage) and not resent:
             local = storage
 
             def write_in_place(position: int, block: Block) -> None:
                 local.write_at(upload.storage_key, offset + position, block)
 
-            write_block = write_in_place
-        streams_in = write_block is not None
+            in_place = write_in_place
         try:
-            pieces, digest = await read_part(body, expected, write_block)
+            with _storage_failures():
+                pieces, digest = await read_part(body, expected, in_place)
         except PartTooLarge as exc:
             raise _wrong_size(index, expected) from exc
-        except ObjectMissing as exc:
-            raise _cancelled() from exc
-        except StorageError as exc:
-            raise storage_unavailable(exc) from exc
         self._verify(upload, index, expected, pieces, digest, checksum)
         part = Part(number=index + 1, offset=offset, size=expected)
-        # A re-sent chunk replaces recorded bytes: on a local file only inside the transaction
-        # that finds the upload open and free (_received). An S3 part goes first (the network
-        # stays out of the transaction): completing the multipart upload names each part by
-        # the ETag recorded for it, so a part replaced meanwhile makes that fail, never mix.
-        replaces_local = not streams_in and isinstance(storage, LocalStorage)
-        try:
-            if not streams_in and not replaces_local:  # only then are the pieces joined
+        if not isinstance(storage, LocalStorage):
+            with _storage_failures():
                 part = await storage.write_part(
                     upload.storage_key, upload.storage_handle, part, joined(pieces)
                 )
-        except ObjectMissing as exc:
-            raise _cancelled() from exc
-        except StorageError as exc:
-            raise storage_unavailable(exc) from exc
         # Hashed for the whole-file digest while the part is recorded and the client sends
         # its next chunk.
         await self.service.digests.add_part(upload.id, offset, part.number, pieces, digest)
@@ -162,8 +161,9 @@ class ChunkUploads:
             # Checked after the insert, in its transaction: a cancel or expiry in between
             # rolls the part back and is answered.
             received = await self._received(repository, upload.tenant_id, upload.id)
-            if replaces_local:
-                await self._write_local(upload.storage_key, offset, pieces)
+            if isinstance(storage, LocalStorage) and resent:
+                with _storage_failures():
+                    await storage.write_pieces(upload.storage_key, offset, pieces)
         self._remember(upload)
         return ChunkResult(
             chunk_index=index,
@@ -240,18 +240,6 @@ class ChunkUploads:
             raise
         return found
 
-    async def _write_local(self, key: str, offset: int, pieces: Block) -> None:
-        """Write a verified chunk to a local file inside the transaction that records it (one
-        chunk, to the page cache: the transaction waits for no network)."""
-        storage = self.service.storage
-        assert isinstance(storage, LocalStorage)
-        try:
-            await storage.write_pieces(key, offset, pieces)
-        except ObjectMissing as exc:
-            raise _cancelled() from exc
-        except StorageError as exc:
-            raise storage_unavailable(exc) from exc
-
     def _remember(self, upload: UploadSession) -> None:
         # Only a local directory's chunks look uploads up (see _known_target).
         if isinstance(self.service.storage, LocalStorage):
@@ -320,8 +308,7 @@ class ChunkUploads:
         async with self.service.begin() as session:
             principal = await authenticate(session)
             principal.require(Permission.FILES_WRITE)
-            if Owner.of(principal).actor_id != upload.owner_id:
-                raise not_found("Upload")
+            self.service.require_owner(principal, upload.owner_id)
             repository = UploadRepository(session)
             # Recorded with the checksum it must match; rolled back if it does not.
             await repository.save_part(upload.tenant_id, upload.id, part, wanted)
@@ -335,12 +322,8 @@ class ChunkUploads:
                     storage.write_at(upload.storage_key, offset, read.pieces)
                 return digest
 
-            try:
+            with _storage_failures():
                 digest = await asyncio.to_thread(finish_and_write)
-            except ObjectMissing as exc:
-                raise _cancelled() from exc
-            except StorageError as exc:
-                raise storage_unavailable(exc) from exc
             if digest != wanted:
                 raise _checksum_mismatch(index)
             if head_problem is not None:

@@ -142,11 +142,18 @@ class UploadService:
         return self._callers(principal, upload, protocol), has_part
 
     @staticmethod
+    def require_owner(principal: Principal, owner_id: str | None) -> None:
+        """Another user's upload does not exist for the caller (404)."""
+        if owner_id != Owner.of(principal).actor_id:
+            raise not_found("Upload")
+
+    @staticmethod
     def _callers(
         principal: Principal, upload: UploadSession | None, protocol: str
     ) -> UploadSession:
-        if upload is None or upload.owner_id != Owner.of(principal).actor_id:
+        if upload is None:
             raise not_found("Upload")
+        UploadService.require_owner(principal, upload.owner_id)
         if upload.protocol != protocol:
             raise ProblemError(
                 ErrorCode.UPLOAD_001, f"This upload uses the {upload.protocol} protocol"
