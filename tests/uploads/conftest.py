@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from sqlalchemy import event
 
 from homeport.config import Settings
 from homeport.kit.storage_s3 import S3Storage
-from tests.conftest import Harness, Tenant, make_settings, running_harness
+from tests.conftest import (
+    Harness,
+    Tenant,
+    client_without_direct_routes,
+    make_settings,
+    running_harness,
+)
 from tests.s3_server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 
 
@@ -133,3 +142,27 @@ async def upload_harness(upload_settings: Settings) -> AsyncIterator[Harness]:
 @pytest.fixture
 async def uploader(upload_harness: Harness) -> Uploader:
     return await make_uploader(upload_harness)
+
+
+@pytest.fixture
+async def elsewhere(upload_harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    """Another app on the same database and storage: another process, which the harness's
+    app hears nothing from."""
+    async with client_without_direct_routes(upload_harness.settings) as client:
+        yield client
+
+
+@contextmanager
+def counted_transactions(harness: Harness) -> Iterator[list[int]]:
+    """The number of transactions the app's database begins, in ``[0]``."""
+    count = [0]
+    engine = harness.state.database.engine.sync_engine
+
+    def began(_connection: Any) -> None:
+        count[0] += 1
+
+    event.listen(engine, "begin", began)
+    try:
+        yield count
+    finally:
+        event.remove(engine, "begin", began)

@@ -10,23 +10,19 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from homeport.kit.clock import utcnow
 from homeport.models.files import UploadSession
-from homeport.uploads.chunks import KNOWN_PART_MAX_BYTES
-from homeport.uploads.known import KnownUploads
+from homeport.uploads.known import KNOWN_PART_MAX_BYTES, KnownUploads
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.service import storage_key_for
-from tests.conftest import Harness, client_without_direct_routes
-from tests.uploads.conftest import Uploader
+from tests.uploads.conftest import Uploader, counted_transactions
 
 CHUNK = 64 * 1024  # the chunk size of the uploads test settings
 _TRACE = re.compile(r'"trace_id":"[^"]*"')
@@ -38,32 +34,8 @@ def storage_backend() -> str:
     return "fs"
 
 
-@pytest.fixture
-async def elsewhere(upload_harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    """Another app on the same database and storage: another process, which the harness's
-    app hears nothing from."""
-    async with client_without_direct_routes(upload_harness.settings) as client:
-        yield client
-
-
 def payload(size: int) -> bytes:
     return os.urandom(size)
-
-
-@contextmanager
-def counted_transactions(harness: Harness) -> Iterator[list[int]]:
-    """The number of transactions the app's database begins, in ``[0]``."""
-    count = [0]
-    engine = harness.state.database.engine.sync_engine
-
-    def began(_connection: Any) -> None:
-        count[0] += 1
-
-    event.listen(engine, "begin", began)
-    try:
-        yield count
-    finally:
-        event.remove(engine, "begin", began)
 
 
 class Pair:

@@ -17,7 +17,7 @@ from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import StoredFile, UploadSession
 from homeport.uploads.blocks import Block, joined, leading, size_of
 from homeport.uploads.digests import PartTooLarge, Sink, read_part, read_part_but_tail
-from homeport.uploads.known import KnownUpload
+from homeport.uploads.known import KNOWN_PART_MAX_BYTES, KnownUpload
 from homeport.uploads.repository import Progress, UploadRepository
 from homeport.uploads.schemas import UploadInit
 from homeport.uploads.service import (
@@ -32,10 +32,6 @@ from homeport.uploads.service import (
 )
 
 PROTOCOL = "rest"
-# A part up to this size, of an upload this process knows, is written inside the transaction
-# that records it (ChunkUploads._put_known); a larger one takes the full path, whose extra
-# transaction costs little next to its bytes.
-KNOWN_PART_MAX_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -258,7 +254,7 @@ class ChunkUploads:
         if not isinstance(self.service.storage, LocalStorage):
             return None
         known = self.service.known.get(claims.tenant_id, upload_id)
-        if known is None or known.owner_id != claims.user_id:
+        if known is None or known.protocol != PROTOCOL or known.owner_id != claims.user_id:
             return None
         if not 0 <= index < known.total_chunks or known.expires_at <= utcnow():
             return None

@@ -173,30 +173,38 @@ async def read_part(
 
 @dataclass
 class ReadPart:
-    """A REST chunk read with all but its last block hashed (:func:`read_part_but_tail`)."""
+    """A body read with all but its last block hashed (:func:`read_part_but_tail`)."""
 
     pieces: Block
     hasher: Any
     tail: Block
 
     def finish(self) -> str:
-        """Blocking: hash the last block; the chunk's SHA-256 (hex)."""
+        """Blocking: hash the last block; the body's digest (hex)."""
         _update(self.hasher, self.tail)
         self.tail = []
         return str(self.hasher.hexdigest())
 
 
-async def read_part_but_tail(body: AsyncIterator[bytes], limit: int) -> ReadPart:
+async def read_part_but_tail(
+    body: AsyncIterator[bytes], limit: int, algorithm: Callable[[], Any] = hashlib.sha256
+) -> ReadPart:
     """:func:`read_part` without a sink, leaving the last block unhashed: the caller hashes it
-    on the worker thread that then goes on with the chunk (one hand-off for both)."""
-    return ReadPart(*await _read(body, limit, None, hash_tail=False))
+    on the worker thread that then goes on with the chunk (one hand-off for both).
+    ``algorithm``: the hash to compute (a tus ``Upload-Checksum`` may ask for SHA-1)."""
+    return ReadPart(*await _read(body, limit, None, hash_tail=False, algorithm=algorithm))
 
 
 async def _read(
-    body: AsyncIterator[bytes], limit: int, sink: Sink | None, *, hash_tail: bool
+    body: AsyncIterator[bytes],
+    limit: int,
+    sink: Sink | None,
+    *,
+    hash_tail: bool,
+    algorithm: Callable[[], Any] = hashlib.sha256,
 ) -> tuple[Block, Any, Block]:
     """The chunk's pieces, its hasher and (``hash_tail`` false) its last block, not hashed."""
-    chunk = hashlib.sha256()
+    chunk = algorithm()
     hashed = 0
     pending: asyncio.Future[None] | None = None
 

@@ -1,8 +1,9 @@
-"""What this process knows of the REST uploads it serves: the fields of an upload that never
-change after init (owner, sizes, storage key, declared type, expiry), so that a chunk can be
-checked before its body without a transaction (:mod:`homeport.uploads.chunks`). What does
-change (the upload's status, the caller's session and role) is checked in the transaction
-that records the chunk. Bounded: the least recently used are forgotten first, and a chunk of
+"""What this process knows of the uploads it serves (REST and tus): the fields of an upload that
+never change after it is created (protocol, owner, sizes, storage key, declared type, expiry),
+so that a REST chunk or a tus ``PATCH`` can be checked before its body without a transaction
+(:mod:`homeport.uploads.chunks`, :mod:`homeport.uploads.tus`). What does change (the upload's
+status, offset and lease, the caller's session and role) is checked in the transaction that
+records the body. Bounded: the least recently used are forgotten first, and a chunk of
 a forgotten upload simply takes the full path."""
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from homeport.models.files import UploadSession
 
 # About 300 bytes each: a few MiB at most.
 KNOWN_UPLOADS_CAPACITY = 10_000
+# A body up to this size, of an upload this process knows, is written inside the transaction
+# that records it; a larger one takes the full path, whose extra transaction costs little next
+# to its bytes (and whose body streams instead of being held in memory).
+KNOWN_PART_MAX_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class KnownUpload:
     tenant_id: str
     id: str
+    protocol: str
     owner_id: str | None
     mime_type: str | None
     total_size: int
@@ -38,12 +44,14 @@ class KnownUploads:
     def __init__(self, capacity: int = KNOWN_UPLOADS_CAPACITY) -> None:
         self.capacity = capacity
         self._uploads: OrderedDict[tuple[str, str], KnownUpload] = OrderedDict()
+        # Uploads a body is being read for without a lease (a tus PATCH of a known upload).
+        self._receiving: set[tuple[str, str]] = set()
 
     def __len__(self) -> int:
         return len(self._uploads)
 
     def remember(self, upload: UploadSession) -> None:
-        """Remember an open upload (of the REST protocol: only its chunks look uploads up)."""
+        """Remember an open upload."""
         if upload.status != "open":
             return
         key = (upload.tenant_id, upload.id)
@@ -61,3 +69,19 @@ class KnownUploads:
 
     def forget(self, tenant_id: str, upload_id: str) -> None:
         self._uploads.pop((tenant_id, upload_id), None)
+
+    def start_receiving(self, upload: KnownUpload) -> bool:
+        """Mark a body as being read for ``upload``; False if one already is."""
+        key = (upload.tenant_id, upload.id)
+        if key in self._receiving:
+            return False
+        self._receiving.add(key)
+        return True
+
+    def stop_receiving(self, upload: KnownUpload) -> None:
+        self._receiving.discard((upload.tenant_id, upload.id))
+
+    def receiving(self, tenant_id: str, upload_id: str) -> bool:
+        """Whether this process is reading a body for the upload without holding its lease:
+        another writer is refused as if it held it (423)."""
+        return (tenant_id, upload_id) in self._receiving

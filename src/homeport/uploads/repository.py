@@ -34,10 +34,13 @@ class Progress:
     received: int
 
     def leased(self, now: datetime) -> bool:
-        """Whether a finalize or cancel holds the upload's lease now (as take_lease sees it)."""
-        return self.lock_owner is not None and (
-            self.locked_until is None or self.locked_until >= now
-        )
+        """Whether a finalize or cancel holds the upload's lease now."""
+        return lease_held(self.lock_owner, self.locked_until, now)
+
+
+def lease_held(lock_owner: str | None, locked_until: datetime | None, now: datetime) -> bool:
+    """Whether someone holds an upload's lease at ``now``, as ``take_lease`` sees it."""
+    return lock_owner is not None and (locked_until is None or locked_until >= now)
 
 
 class UploadRepository:

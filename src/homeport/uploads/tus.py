@@ -4,6 +4,11 @@ A PATCH streams into storage as it arrives. On a local directory the bytes are w
 their offset; on S3 they are cut into parts of the upload's part size and what is left below
 that size is kept as a small *tail* object until the next PATCH (S3 parts but the last must be
 at least 5 MiB). The committed offset always equals the bytes in parts plus the tail.
+
+A PATCH of at most 4 MiB (with a Content-Length) of a local upload this process knows, by its
+owner's access token, is read into memory first and then checked, written and recorded in one
+transaction (:meth:`TusUploads._patch_known`): the usual case of a client sending a file piece
+by piece costs one transaction a PATCH instead of two.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect
 
 from homeport.auth.principal import Principal
+from homeport.auth.tokens import AccessClaims
 from homeport.files.schemas import FILENAME_MAX_LENGTH, is_filename
 from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
@@ -30,9 +36,10 @@ from homeport.kit.ids import new_id
 from homeport.kit.logging import get_logger
 from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
 from homeport.models.files import UploadSession
-from homeport.uploads.blocks import Block, Blocks, size_of
-from homeport.uploads.digests import RunningDigests
-from homeport.uploads.repository import UploadRepository
+from homeport.uploads.blocks import Block, Blocks, leading, size_of
+from homeport.uploads.digests import PartTooLarge, ReadPart, RunningDigests, read_part_but_tail
+from homeport.uploads.known import KNOWN_PART_MAX_BYTES, KnownUpload
+from homeport.uploads.repository import UploadRepository, lease_held
 from homeport.uploads.service import (
     LEASE,
     Authenticate,
@@ -159,7 +166,13 @@ class TusUploads:
         await self.service.create_staged(upload)
         async with self.service.begin() as session:
             UploadRepository(session).add(upload)
+        self._remember(upload)
         return upload
+
+    def _remember(self, upload: UploadSession) -> None:
+        # Only a local directory's PATCHes look uploads up (see _known_target).
+        if isinstance(self.service.storage, LocalStorage):
+            self.service.known.remember(upload)
 
     async def head(self, principal: Principal, upload_id: str) -> UploadSession:
         async with self.service.begin() as session:
@@ -223,9 +236,24 @@ class TusUploads:
         offset: int,
         stream: AsyncIterator[bytes],
         checksum: Checksum | None,
+        *,
+        claims: AccessClaims | None = None,
+        length: int | None = None,
     ) -> PatchResult:
         """Two short transactions around the body: one checks the upload and takes its lease,
-        the last commits the new offset and releases the lease (finishing clears it instead)."""
+        the last commits the new offset and releases the lease (finishing clears it instead).
+        ``claims`` (the caller's access token, its session not yet checked; None unless the
+        request's headers are well formed) and ``length`` (Content-Length) let a PATCH of an
+        upload this process knows take one transaction instead (:meth:`_patch_known`)."""
+        known = self._known_target(claims, upload_id, offset, length)
+        if known is not None and self.service.known.start_receiving(known):
+            assert length is not None
+            try:
+                return await self._patch_known(
+                    authenticate, known, offset, length, stream, checksum
+                )
+            finally:
+                self.service.known.stop_receiving(known)
         lease_owner = new_id()
         async with self.service.begin() as session:
             principal = await authenticate(session)
@@ -240,7 +268,10 @@ class TusUploads:
             if current.status == "finalized":
                 return PatchResult(current, current.offset, None)
             now = utcnow()
-            if not await UploadRepository(session).take_lease(
+            # A body this process reads for it without a lease (_patch_known) counts as one.
+            if self.service.known.receiving(
+                current.tenant_id, current.id
+            ) or not await UploadRepository(session).take_lease(
                 current.tenant_id, current.id, lease_owner, now, now + LEASE
             ):
                 raise upload_busy()
@@ -252,7 +283,151 @@ class TusUploads:
         except BaseException:
             await self.service.release_lease(current.tenant_id, current.id, lease_owner)
             raise
+        if finished is None:
+            self._remember(current)
         return PatchResult(current, new_offset, finished)
+
+    def _known_target(
+        self, claims: AccessClaims | None, upload_id: str, offset: int, length: int | None
+    ) -> KnownUpload | None:
+        """The upload, from this process's memory, when its PATCH can skip the transaction
+        before the body: the storage is a local directory, the caller presents a signed,
+        unexpired access token of the upload's owner, the body has a Content-Length of at most
+        :data:`KNOWN_PART_MAX_BYTES` that fits in the upload, and the upload is unexpired.
+        Anything else takes the full path, which answers it."""
+        if claims is None or length is None or not 0 < length <= KNOWN_PART_MAX_BYTES:
+            return None
+        if not isinstance(self.service.storage, LocalStorage):
+            return None
+        known = self.service.known.get(claims.tenant_id, upload_id)
+        if known is None or known.protocol != PROTOCOL or known.owner_id != claims.user_id:
+            return None
+        if known.expires_at <= utcnow() or offset + length > known.total_size:
+            return None
+        return known
+
+    async def _patch_known(
+        self,
+        authenticate: Authenticate,
+        known: KnownUpload,
+        start: int,
+        length: int,
+        stream: AsyncIterator[bytes],
+        checksum: Checksum | None,
+    ) -> PatchResult:
+        """A PATCH of an upload this process knows, in one transaction instead of two. The
+        body is read into memory first (with an ``Upload-Checksum``, all but its last block
+        hashed), while the bytes of earlier PATCHes are synced to disk. Then one transaction
+        checks the caller's session, the upload's status, offset and lease with its row
+        locked, and on one worker thread hashes the last block and, if the body matches its
+        checksum and the file's type, writes it at its offset; then it records the new
+        offset and commits. The lease is never taken (the row lock keeps other writers out
+        for the write) unless this body completes the upload, which finishing then needs.
+        Refusals come in the full path's order: the caller, the upload, its offset and lease,
+        then the body."""
+        storage = self.service.storage
+        assert isinstance(storage, LocalStorage)
+        syncing = _DiskSync(storage, known.storage_key, 0, start)
+        room = known.total_size - start
+        interrupted = past_the_end = False
+        read: ReadPart | None = None
+        pieces: Block = []
+        try:
+            if checksum is not None:
+                algorithm = CHECKSUM_ALGORITHMS[checksum.algorithm]
+                read = await read_part_but_tail(stream, room, algorithm)
+                pieces = read.pieces
+            else:
+                received = 0
+                async for piece in stream:
+                    received += len(piece)
+                    if received > room:
+                        raise PartTooLarge
+                    if piece:
+                        pieces.append(piece)
+        except ClientDisconnect:
+            interrupted = True  # kept (no checksum) as the full path keeps it
+        except PartTooLarge:
+            past_the_end = True  # only if a body outgrew its Content-Length
+            pieces = []
+        finally:
+            await syncing.settle()
+        end = start + size_of(pieces)
+        head_problem: ProblemError | None = None
+        if start == 0 and pieces:
+            try:
+                self.service.check_head(known, leading(pieces, HEAD_BYTES))
+            except ProblemError as exc:
+                head_problem = exc
+        lease_owner = new_id()
+        async with self.service.begin() as session:
+            principal = await authenticate(session)
+            current = await self.service.load(
+                session, principal, known.id, PROTOCOL, for_update=True
+            )
+            try:
+                self._require_usable(current)
+            except ProblemError:
+                self.service.known.forget(known.tenant_id, known.id)
+                raise
+            await self._check_stored_offset(session, current)
+            _require_offset(current, start)
+            if current.status == "finalized":
+                self.service.known.forget(known.tenant_id, known.id)
+                return PatchResult(current, current.offset, None)
+            now = utcnow()
+            if lease_held(current.lock_owner, current.locked_until, now):
+                raise upload_busy()
+            if past_the_end:
+                raise _past_the_end()
+            if checksum is not None and (interrupted or read is None):
+                raise _checksum_mismatch()
+
+            def check_and_write() -> bool:
+                matches = read is None or read.finish() == checksum_of(checksum).hex()
+                if matches and head_problem is None and pieces:
+                    storage.write_at(current.storage_key, start, pieces)
+                return matches
+
+            try:
+                matches = await asyncio.to_thread(check_and_write)
+            except ObjectMissing as exc:
+                raise ProblemError(ErrorCode.UPLOAD_001, "This upload was terminated") from exc
+            except StorageError as exc:
+                raise storage_unavailable(exc) from exc
+            if not matches:
+                raise _checksum_mismatch()
+            if head_problem is not None:
+                raise head_problem
+            repository = UploadRepository(session)
+            if end == current.total_size:
+                # Kept for finishing, as the full path keeps the lease it took.
+                await repository.take_lease(
+                    current.tenant_id, current.id, lease_owner, now, now + LEASE
+                )
+            synced_offset, written_boot = syncing.recorded(end, current.synced_offset)
+            await repository.advance(
+                current.tenant_id,
+                current.id,
+                offset=end,
+                tail_size=0,
+                synced_offset=synced_offset,
+                written_boot=written_boot,
+                now=now,
+                release_owner=None,
+            )
+            # In offset order: the row stays locked until the commit.
+            await self.service.digests.append(current.id, start, pieces)
+        current.offset, current.tail_size = end, 0
+        current.synced_offset, current.written_boot = synced_offset, written_boot
+        if end < current.total_size:
+            return PatchResult(current, end, None)
+        try:
+            finished = await self._finish(principal, current)
+        except BaseException:
+            await self.service.release_lease(current.tenant_id, current.id, lease_owner)
+            raise
+        return PatchResult(current, end, finished)
 
     async def _finish(self, principal: Principal, upload: UploadSession) -> Finished:
         upload.offset = upload.total_size
@@ -287,7 +462,7 @@ class TusUploads:
             writer = _BackgroundWriter(storage, digests, upload, start, hasher)
             # The bytes of earlier PATCHes go to disk while this body arrives; its commit
             # then records them as synced (a power loss costs at most the bytes since).
-            syncing = _DiskSync(storage, upload, start)
+            syncing = _DiskSync(storage, upload.storage_key, upload.synced_offset, start)
         parts_end = start - upload.tail_size  # bytes covered by S3 parts
         buffer = bytearray()
         try:
@@ -337,11 +512,7 @@ class TusUploads:
                 await digests.append(upload.id, digest_from, gathered)
             if hasher is not None and (interrupted or hasher.digest() != checksum_of(checksum)):
                 digests.drop(upload.id)
-                raise ProblemError(
-                    ErrorCode.UPLOAD_002,
-                    "The body does not match Upload-Checksum; nothing of it was kept",
-                    status=460,
-                )
+                raise _checksum_mismatch()
             end = start + received
             if start == 0 and head:
                 # The first bytes settle the type: a contradicting declaration stops here.
@@ -361,9 +532,7 @@ class TusUploads:
                     tail_size = len(buffer)
         except _TooLarge as exc:
             digests.drop(upload.id)
-            raise ProblemError(
-                ErrorCode.UPLOAD_007, "The body goes past Upload-Length; nothing of it was kept"
-            ) from exc
+            raise _past_the_end() from exc
         except ObjectMissing as exc:
             digests.drop(upload.id)
             raise ProblemError(ErrorCode.UPLOAD_001, "This upload was terminated") from exc
@@ -376,7 +545,9 @@ class TusUploads:
             if syncing is not None:
                 await syncing.settle()
         synced_offset, written_boot = (
-            syncing.recorded(end) if syncing else (upload.synced_offset, upload.written_boot)
+            syncing.recorded(end, upload.synced_offset)
+            if syncing
+            else (upload.synced_offset, upload.written_boot)
         )
         async with self.service.begin() as session:
             repository = UploadRepository(session)
@@ -425,12 +596,14 @@ class _DiskSync:
     """Syncs a local file's bytes below ``start`` (the earlier PATCHes) on a worker thread,
     begun at once, so that the wait is hidden behind the body arriving meanwhile."""
 
-    def __init__(self, storage: LocalStorage, upload: UploadSession, start: int) -> None:
-        self._synced = upload.synced_offset
+    def __init__(self, storage: LocalStorage, key: str, synced: int, start: int) -> None:
+        """``synced``: the upload's synced offset as far as known (0 when it is not known
+        yet: then the sync is begun whenever there are earlier bytes)."""
+        self._synced = synced
         self._start = start
         self._pending: asyncio.Future[None] | None = None
-        if start > upload.synced_offset:
-            self._pending = asyncio.ensure_future(storage.sync_staged(upload.storage_key))
+        if start > synced:
+            self._pending = asyncio.ensure_future(storage.sync_staged(key))
 
     async def settle(self) -> None:
         """Wait for the sync. A failed one leaves the synced offset where it was: the
@@ -442,10 +615,12 @@ class _DiskSync:
             await pending
             self._synced = self._start
 
-    def recorded(self, end: int) -> tuple[int, str | None]:
-        """What the commit of a body that ended at ``end`` records: the synced offset, and
-        the boot during which the bytes past it were written (none when there are none)."""
-        return self._synced, boot_id() if end > self._synced else None
+    def recorded(self, end: int, synced: int) -> tuple[int, str | None]:
+        """What the commit of a body that ended at ``end`` records: the synced offset (at
+        least ``synced``, the upload's as read in that transaction), and the boot during
+        which the bytes past it were written (none when there are none)."""
+        synced = max(synced, self._synced)
+        return synced, boot_id() if end > synced else None
 
 
 class _BackgroundWriter:
@@ -521,6 +696,20 @@ def _require_offset(upload: UploadSession, offset: int) -> None:
             f"Upload-Offset is {offset} but the upload is at {upload.offset}",
             extra={"offset": upload.offset},
         )
+
+
+def _checksum_mismatch() -> ProblemError:
+    return ProblemError(
+        ErrorCode.UPLOAD_002,
+        "The body does not match Upload-Checksum; nothing of it was kept",
+        status=460,
+    )
+
+
+def _past_the_end() -> ProblemError:
+    return ProblemError(
+        ErrorCode.UPLOAD_007, "The body goes past Upload-Length; nothing of it was kept"
+    )
 
 
 def checksum_of(checksum: Checksum | None) -> bytes:

@@ -151,6 +151,13 @@ async def tus_create(
     return Response(status_code=status.HTTP_201_CREATED, headers=headers)
 
 
+def _content_length(header: str | None) -> int | None:
+    """The body's declared length, when it is a plain whole number (else unknown)."""
+    if header is None or not (header.isascii() and header.isdigit()) or len(header) > 19:
+        return None
+    return int(header)
+
+
 def _file_id(result: PatchResult) -> str | None:
     return result.finished.file.id if result.finished is not None else result.upload.file_id
 
@@ -219,8 +226,15 @@ async def tus_patch(
             raise ProblemError(ErrorCode.UPLOAD_001, "Upload-Offset must be a whole number")
         return principal
 
+    well_formed = content_type == OFFSET_TYPE and offset is not None
     result = await TusUploads(service).patch(
-        authenticate, upload_id, offset or 0, request.stream(), parse_checksum(upload_checksum)
+        authenticate,
+        upload_id,
+        offset or 0,
+        request.stream(),
+        parse_checksum(upload_checksum),
+        claims=credentials.access_claims() if well_formed else None,
+        length=_content_length(request.headers.get("content-length")),
     )
     headers = _tus_headers(result.upload)
     headers["Upload-Offset"] = str(result.offset)
