@@ -328,30 +328,11 @@ class TusUploads:
         storage = self.service.storage
         assert isinstance(storage, LocalStorage)
         syncing = _DiskSync(storage, known.storage_key, 0, start)
-        room = known.total_size - start
-        interrupted = past_the_end = False
-        read: ReadPart | None = None
-        pieces: Block = []
         try:
-            if checksum is not None:
-                algorithm = CHECKSUM_ALGORITHMS[checksum.algorithm]
-                read = await read_part_but_tail(stream, room, algorithm)
-                pieces = read.pieces
-            else:
-                received = 0
-                async for piece in stream:
-                    received += len(piece)
-                    if received > room:
-                        raise PartTooLarge
-                    if piece:
-                        pieces.append(piece)
-        except ClientDisconnect:
-            interrupted = True  # kept (no checksum) as the full path keeps it
-        except PartTooLarge:
-            past_the_end = True  # only if a body outgrew its Content-Length
-            pieces = []
+            body = await _read_known_body(stream, known.total_size - start, checksum)
         finally:
             await syncing.settle()
+        pieces = body.pieces
         end = start + size_of(pieces)
         head_problem: ProblemError | None = None
         if start == 0 and pieces:
@@ -378,9 +359,10 @@ class TusUploads:
             now = utcnow()
             if lease_held(current.lock_owner, current.locked_until, now):
                 raise upload_busy()
-            if past_the_end:
+            if body.past_the_end:
                 raise _past_the_end()
-            if checksum is not None and (interrupted or read is None):
+            read = body.read
+            if checksum is not None and (body.interrupted or read is None):
                 raise _checksum_mismatch()
 
             def check_and_write() -> bool:
@@ -590,6 +572,40 @@ class TusUploads:
             # The discard job also deletes the tail; this only frees it sooner.
             with contextlib.suppress(StorageError):
                 await self.service.storage.delete(_tail_key(upload))
+
+
+@dataclass
+class _KnownBody:
+    """A PATCH body read whole before its transaction (:meth:`TusUploads._patch_known`)."""
+
+    pieces: Block
+    read: ReadPart | None  # with an Upload-Checksum: the body, all but its last block hashed
+    interrupted: bool  # the client went away: the pieces are what arrived
+    past_the_end: bool  # more than the upload has room for (nothing kept)
+
+
+async def _read_known_body(
+    stream: AsyncIterator[bytes], room: int, checksum: Checksum | None
+) -> _KnownBody:
+    pieces: Block = []
+    try:
+        if checksum is not None:
+            read = await read_part_but_tail(stream, room, CHECKSUM_ALGORITHMS[checksum.algorithm])
+            return _KnownBody(read.pieces, read, interrupted=False, past_the_end=False)
+        received = 0
+        async for piece in stream:
+            received += len(piece)
+            if received > room:
+                raise PartTooLarge
+            if piece:
+                pieces.append(piece)
+    except ClientDisconnect:
+        # Kept (without a checksum) as the full path keeps what arrived.
+        return _KnownBody(pieces, None, interrupted=True, past_the_end=False)
+    except PartTooLarge:
+        # Only a body that outgrew its Content-Length.
+        return _KnownBody([], None, interrupted=False, past_the_end=True)
+    return _KnownBody(pieces, None, interrupted=False, past_the_end=False)
 
 
 class _DiskSync:
