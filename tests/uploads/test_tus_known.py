@@ -385,3 +385,57 @@ async def test_a_rest_chunk_for_a_known_tus_upload_takes_the_full_path(
     assert "uses the tus protocol" in answer.json()["detail"]
     assert count[0] == 1  # refused before the body
     assert await tus.offset(url) == 0
+
+
+async def test_two_instances_that_know_an_upload_never_both_write_one_offset(
+    settings: Settings,
+) -> None:
+    """Each instance reads its body without a lease: the one that records first wins, and the
+    other finds the offset moved (409), its bytes not written."""
+    async with running_harness(settings) as harness:
+        headers = {**(await make_uploader(harness)).headers, **VERSION}
+        with LiveServer(settings) as first_server, LiveServer(settings) as second_server:
+            async with (
+                httpx.AsyncClient(base_url=first_server.base_url, timeout=30) as first,
+                httpx.AsyncClient(base_url=second_server.base_url, timeout=30) as second,
+            ):
+                lead, slow, fast, rest = (os.urandom(size) for size in (100, PIECE, PIECE, 500))
+                total = len(lead) + PIECE + len(rest)
+                created = await first.post(TUS, headers={**headers, "Upload-Length": str(total)})
+                path = created.headers["Location"].split(first_server.base_url, 1)[-1]
+                at = {**headers, **OFFSET_TYPE}
+                # The second instance takes a PATCH too, and so knows the upload as well.
+                patched = await second.patch(
+                    path, content=lead, headers={**at, "Upload-Offset": "0"}
+                )
+                assert patched.status_code == 204, patched.text
+                offset = {"Upload-Offset": str(len(lead))}
+                started = asyncio.Event()
+
+                async def slow_body() -> AsyncIterator[bytes]:
+                    yield slow[:100]
+                    started.set()
+                    await asyncio.sleep(0.5)
+                    yield slow[100:]
+
+                late = asyncio.create_task(
+                    first.patch(
+                        path,
+                        content=slow_body(),
+                        headers={**at, **offset, "Content-Length": str(PIECE)},
+                    )
+                )
+                await started.wait()
+                early = await second.patch(path, content=fast, headers={**at, **offset})
+                assert early.status_code == 204, early.text
+                refused = await late
+                assert refused.status_code == 409, refused.text
+                assert refused.json()["code"] == "UPLOAD_005"
+                done = await first.patch(
+                    path,
+                    content=rest,
+                    headers={**at, "Upload-Offset": str(len(lead) + PIECE)},
+                )
+                assert done.status_code == 204, done.text
+        downloaded = await harness.client.get(done.headers["Homeport-File-Url"])
+        assert downloaded.content == lead + fast + rest
