@@ -247,11 +247,8 @@ class TusUploads:
         upload this process knows take one transaction instead (:meth:`_patch_known`)."""
         known = self._known_target(claims, upload_id, offset, length)
         if known is not None and self.service.known.start_receiving(known):
-            assert length is not None
             try:
-                return await self._patch_known(
-                    authenticate, known, offset, length, stream, checksum
-                )
+                return await self._patch_known(authenticate, known, offset, stream, checksum)
             finally:
                 self.service.known.stop_receiving(known)
         lease_owner = new_id()
@@ -311,7 +308,6 @@ class TusUploads:
         authenticate: Authenticate,
         known: KnownUpload,
         start: int,
-        length: int,
         stream: AsyncIterator[bytes],
         checksum: Checksum | None,
     ) -> PatchResult:
