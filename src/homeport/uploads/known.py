@@ -3,7 +3,7 @@ never change after it is created (protocol, owner, sizes, storage key, declared 
 so that a REST chunk or a tus ``PATCH`` can be checked before its body without a transaction
 (:mod:`homeport.uploads.chunks`, :mod:`homeport.uploads.tus`). What does change (the upload's
 status, offset and lease, the caller's session and role) is checked in the transaction that
-records the body. Bounded: the least recently used are forgotten first, and a chunk of
+records the body. Bounded: the least recently used are forgotten first, and a body for
 a forgotten upload simply takes the full path."""
 
 from __future__ import annotations
