@@ -92,7 +92,7 @@ class Credentials:
     def access_claims(self) -> AccessClaims | None:
         """The access token's claims when it is a signed, unexpired token of this server, else
         None. Its session is not checked: nothing may be trusted on these alone until
-        :meth:`principal` has answered (the upload chunk path checks only cached, never
+        :meth:`principal` has answered (a REST chunk or tus PATCH checks only cached, never
         changing facts with them before a body it then records in one transaction)."""
         token = self.access_token
         if token is None:

@@ -153,14 +153,12 @@ class LocalStorage:
         await self._on_thread(create)
         return ""
 
-    async def write_part(self, key: str, handle: str, part: Part, data: bytes) -> Part:
+    async def write_part(
+        self, key: str, handle: str, part: Part, data: bytes | Sequence[bytes]
+    ) -> Part:
+        """Also takes the part's pieces, written one after the other without joining them."""
         await self._on_thread(self.write_at, key, part.offset, data)
         return part
-
-    async def write_pieces(self, key: str, offset: int, pieces: Sequence[bytes]) -> None:
-        """Write ``pieces`` one after the other at ``offset`` of a staged object, without
-        joining them first."""
-        await self._on_thread(self.write_at, key, offset, pieces)
 
     async def sync_staged(self, key: str) -> None:
         """Put what was written to a staged object so far on disk."""

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from homeport.auth.principal import Permission, Principal
@@ -13,7 +12,7 @@ from homeport.files.service import FileService
 from homeport.files.sniff import HEAD_BYTES
 from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError, not_found
-from homeport.kit.storage import LocalStorage, ObjectMissing, Part, StorageError
+from homeport.kit.storage import LocalStorage, Part
 from homeport.models.files import StoredFile, UploadSession
 from homeport.uploads.blocks import Block, joined, leading, size_of
 from homeport.uploads.digests import PartTooLarge, Sink, read_part, read_part_but_tail
@@ -27,11 +26,12 @@ from homeport.uploads.service import (
     effective_chunk_size,
     held_lease,
     progress,
-    storage_unavailable,
+    storage_failures,
     upload_busy,
 )
 
 PROTOCOL = "rest"
+_CANCELLED = "This upload was cancelled"
 
 
 @dataclass(frozen=True)
@@ -66,17 +66,6 @@ def _checksum_mismatch(index: int) -> ProblemError:
     )
 
 
-@contextlib.contextmanager
-def _storage_failures() -> Iterator[None]:
-    """A failure of the storage while a chunk is written, as the chunk's answer."""
-    try:
-        yield
-    except ObjectMissing as exc:
-        raise ProblemError(ErrorCode.UPLOAD_001, "This upload was cancelled") from exc
-    except StorageError as exc:
-        raise storage_unavailable(exc) from exc
-
-
 class ChunkUploads:
     def __init__(self, service: UploadService) -> None:
         self.service = service
@@ -98,7 +87,7 @@ class ChunkUploads:
         await self.service.create_staged(upload)
         async with self.service.begin() as session:
             UploadRepository(session).add(upload)
-        self._remember(upload)
+        self.service.remember(upload)
         return upload
 
     async def put_chunk(
@@ -137,14 +126,14 @@ class ChunkUploads:
 
             in_place = write_in_place
         try:
-            with _storage_failures():
+            with storage_failures(_CANCELLED):
                 pieces, digest = await read_part(body, expected, in_place)
         except PartTooLarge as exc:
             raise _wrong_size(index, expected) from exc
         self._verify(upload, index, expected, pieces, digest, checksum)
         part = Part(number=index + 1, offset=offset, size=expected)
         if not isinstance(storage, LocalStorage):
-            with _storage_failures():
+            with storage_failures(_CANCELLED):
                 part = await storage.write_part(
                     upload.storage_key, upload.storage_handle, part, joined(pieces)
                 )
@@ -158,9 +147,11 @@ class ChunkUploads:
             # rolls the part back and is answered.
             received = await self._received(repository, upload.tenant_id, upload.id)
             if isinstance(storage, LocalStorage) and resent:
-                with _storage_failures():
-                    await storage.write_pieces(upload.storage_key, offset, pieces)
-        self._remember(upload)
+                with storage_failures(_CANCELLED):
+                    await storage.write_part(
+                        upload.storage_key, upload.storage_handle, part, pieces
+                    )
+        self.service.remember(upload)
         return ChunkResult(
             chunk_index=index,
             remaining_chunks=upload.total_chunks - received,
@@ -236,27 +227,17 @@ class ChunkUploads:
             raise
         return found
 
-    def _remember(self, upload: UploadSession) -> None:
-        # Only a local directory's chunks look uploads up (see _known_target).
-        if isinstance(self.service.storage, LocalStorage):
-            self.service.known.remember(upload)
-
     def _known_target(
         self, claims: AccessClaims | None, upload_id: str, index: int, checksum: str | None
     ) -> KnownUpload | None:
-        """The upload, from this process's memory, when its chunk can skip the transaction
-        before the body (:meth:`_put_known`): the storage is a local directory, the caller
-        presents a signed, unexpired access token of the upload's owner, the checksum header
-        is well-formed, the index in range, the upload unexpired, the part at most
+        """The upload, from this process's memory (:meth:`UploadService.known_upload`), when
+        its chunk can skip the transaction before the body (:meth:`_put_known`): besides, the
+        checksum header is well-formed, the index in range and the part at most
         :data:`KNOWN_PART_MAX_BYTES`. Anything else takes the full path, which answers it."""
-        if claims is None or checksum is None or len(checksum) != 64:
+        if checksum is None or len(checksum) != 64:
             return None
-        if not isinstance(self.service.storage, LocalStorage):
-            return None
-        known = self.service.known.get(claims.tenant_id, upload_id)
-        if known is None or known.protocol != PROTOCOL or known.owner_id != claims.user_id:
-            return None
-        if not 0 <= index < known.total_chunks or known.expires_at <= utcnow():
+        known = self.service.known_upload(claims, upload_id, PROTOCOL)
+        if known is None or not 0 <= index < known.total_chunks:
             return None
         if expected_chunk_size(known, index) > KNOWN_PART_MAX_BYTES:
             return None
@@ -318,7 +299,7 @@ class ChunkUploads:
                     storage.write_at(upload.storage_key, offset, read.pieces)
                 return digest
 
-            with _storage_failures():
+            with storage_failures(_CANCELLED):
                 digest = await asyncio.to_thread(finish_and_write)
             if digest != wanted:
                 raise _checksum_mismatch(index)

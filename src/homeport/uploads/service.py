@@ -3,9 +3,10 @@
 Bytes never travel inside a database transaction: SQLite has one writer, and a phone on a
 slow link may take minutes to send a chunk. So each step reads or writes the upload's row in a
 short unit of work handed in by the request (``begin``), and storage I/O happens between them.
-(One exception: a REST chunk's verified bytes that go to a local file after its body, a chunk of
-an upload the process knows or one that replaces a stored chunk, are written inside the
-transaction that records them: one chunk, to the page cache; see ``chunks``.)
+(One exception: verified bytes that go to a local file after their body, a REST chunk or a
+tus ``PATCH`` of an upload the process knows or a chunk that replaces a stored one, are written
+inside the transaction that records them: at most 4 MiB, to the page cache; see ``chunks`` and
+``tus``.)
 A tus ``PATCH`` or a finalize holds a lease on the row (``lock_owner``/``locked_until``), so a
 second writer is refused with 423 instead of interleaving; a lease whose holder died expires.
 """
@@ -16,7 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from homeport.auth.principal import Permission, Principal
+from homeport.auth.tokens import AccessClaims
 from homeport.config import Settings
 from homeport.files.images import ImageInfo, ImageRejected, inspect_image
 from homeport.files.service import VARIANT_SOURCE_TYPES, Content, FileService, Owner
@@ -33,7 +35,14 @@ from homeport.kit.clock import utcnow
 from homeport.kit.errors import ErrorCode, ProblemError, not_found
 from homeport.kit.ids import new_id
 from homeport.kit.jobs import enqueue
-from homeport.kit.storage import ObjectMissing, Part, Storage, StorageError, sha256_of
+from homeport.kit.storage import (
+    LocalStorage,
+    ObjectMissing,
+    Part,
+    Storage,
+    StorageError,
+    sha256_of,
+)
 from homeport.models.files import StoredFile, UploadSession
 from homeport.uploads.digests import RunningDigests
 from homeport.uploads.known import KnownUpload, KnownUploads
@@ -107,6 +116,29 @@ class UploadService:
         self.secret_key = secret_key
         self.digests = digests
         self.known = known
+
+    # Uploads this process knows (uploads.known)
+
+    def remember(self, upload: UploadSession) -> None:
+        # Only a local directory's chunks and PATCHes look uploads up (see known_upload).
+        if isinstance(self.storage, LocalStorage):
+            self.known.remember(upload)
+
+    def known_upload(
+        self, claims: AccessClaims | None, upload_id: str, protocol: str
+    ) -> KnownUpload | None:
+        """The upload of ``protocol``, from this process's memory, when a body for it may skip
+        the transaction before it: the storage is a local directory, the caller presents a
+        signed, unexpired access token of the upload's owner, and the upload is unexpired.
+        Each protocol adds its own conditions; anything else takes the full path."""
+        if claims is None or not isinstance(self.storage, LocalStorage):
+            return None
+        known = self.known.get(claims.tenant_id, upload_id)
+        if known is None or known.protocol != protocol or known.owner_id != claims.user_id:
+            return None
+        if known.expires_at <= utcnow():
+            return None
+        return known
 
     # Shared checks
 
@@ -449,6 +481,18 @@ def upload_busy() -> ProblemError:
 
 def storage_unavailable(exc: StorageError) -> ProblemError:
     return ProblemError(ErrorCode.UNAVAILABLE, "File storage is unavailable; retry later")
+
+
+@contextlib.contextmanager
+def storage_failures(gone: str) -> Iterator[None]:
+    """A failure of the storage while a body is written, as the request's answer: the
+    upload's bytes gone (``gone``, UPLOAD_001) or the storage unavailable (503)."""
+    try:
+        yield
+    except ObjectMissing as exc:
+        raise ProblemError(ErrorCode.UPLOAD_001, gone) from exc
+    except StorageError as exc:
+        raise storage_unavailable(exc) from exc
 
 
 @contextlib.asynccontextmanager

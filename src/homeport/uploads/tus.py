@@ -47,6 +47,7 @@ from homeport.uploads.service import (
     UploadService,
     effective_chunk_size,
     sha256_hex,
+    storage_failures,
     storage_unavailable,
     upload_busy,
 )
@@ -60,6 +61,7 @@ CHECKSUM_ALGORITHMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 _FILENAME_KEYS = ("filename", "name")
 _TYPE_KEYS = ("filetype", "type", "content_type", "mime_type")
 _HASH_KEYS = ("sha256", "checksum", "file_hash")
+_TERMINATED = "This upload was terminated"
 
 
 @dataclass(frozen=True)
@@ -166,13 +168,8 @@ class TusUploads:
         await self.service.create_staged(upload)
         async with self.service.begin() as session:
             UploadRepository(session).add(upload)
-        self._remember(upload)
+        self.service.remember(upload)
         return upload
-
-    def _remember(self, upload: UploadSession) -> None:
-        # Only a local directory's PATCHes look uploads up (see _known_target).
-        if isinstance(self.service.storage, LocalStorage):
-            self.service.known.remember(upload)
 
     async def head(self, principal: Principal, upload_id: str) -> UploadSession:
         async with self.service.begin() as session:
@@ -256,12 +253,7 @@ class TusUploads:
             principal = await authenticate(session)
             # Read locked (PostgreSQL): a writer finishing now cannot move the offset between
             # this check and the lease.
-            current = await self.service.load(
-                session, principal, upload_id, PROTOCOL, for_update=True
-            )
-            self._require_usable(current)
-            await self._check_stored_offset(session, current)
-            _require_offset(current, offset)
+            current = await self._at_offset(session, principal, upload_id, offset)
             if current.status == "finalized":
                 return PatchResult(current, current.offset, None)
             now = utcnow()
@@ -281,25 +273,33 @@ class TusUploads:
             await self.service.release_lease(current.tenant_id, current.id, lease_owner)
             raise
         if finished is None:
-            self._remember(current)
+            self.service.remember(current)
         return PatchResult(current, new_offset, finished)
+
+    async def _at_offset(
+        self, session: AsyncSession, principal: Principal, upload_id: str, offset: int
+    ) -> UploadSession:
+        """The caller's upload, its row locked, found usable (a finished one too: the caller
+        answers it) and at ``offset``. An upload no longer open is forgotten."""
+        current = await self.service.load(session, principal, upload_id, PROTOCOL, for_update=True)
+        if current.status != "open" or current.expires_at <= utcnow():
+            self.service.known.forget(current.tenant_id, current.id)
+        self._require_usable(current)
+        await self._check_stored_offset(session, current)
+        _require_offset(current, offset)
+        return current
 
     def _known_target(
         self, claims: AccessClaims | None, upload_id: str, offset: int, length: int | None
     ) -> KnownUpload | None:
-        """The upload, from this process's memory, when its PATCH can skip the transaction
-        before the body: the storage is a local directory, the caller presents a signed,
-        unexpired access token of the upload's owner, the body has a Content-Length of at most
-        :data:`KNOWN_PART_MAX_BYTES` that fits in the upload, and the upload is unexpired.
+        """The upload, from this process's memory (:meth:`UploadService.known_upload`), when
+        its PATCH can skip the transaction before the body: besides, the body has a
+        Content-Length of at most :data:`KNOWN_PART_MAX_BYTES` that fits in the upload.
         Anything else takes the full path, which answers it."""
-        if claims is None or length is None or not 0 < length <= KNOWN_PART_MAX_BYTES:
+        if length is None or not 0 < length <= KNOWN_PART_MAX_BYTES:
             return None
-        if not isinstance(self.service.storage, LocalStorage):
-            return None
-        known = self.service.known.get(claims.tenant_id, upload_id)
-        if known is None or known.protocol != PROTOCOL or known.owner_id != claims.user_id:
-            return None
-        if known.expires_at <= utcnow() or offset + length > known.total_size:
+        known = self.service.known_upload(claims, upload_id, PROTOCOL)
+        if known is None or offset + length > known.total_size:
             return None
         return known
 
@@ -339,18 +339,8 @@ class TusUploads:
         lease_owner = new_id()
         async with self.service.begin() as session:
             principal = await authenticate(session)
-            current = await self.service.load(
-                session, principal, known.id, PROTOCOL, for_update=True
-            )
-            try:
-                self._require_usable(current)
-            except ProblemError:
-                self.service.known.forget(known.tenant_id, known.id)
-                raise
-            await self._check_stored_offset(session, current)
-            _require_offset(current, start)
+            current = await self._at_offset(session, principal, known.id, start)
             if current.status == "finalized":
-                self.service.known.forget(known.tenant_id, known.id)
                 return PatchResult(current, current.offset, None)
             now = utcnow()
             if lease_held(current.lock_owner, current.locked_until, now):
@@ -367,12 +357,8 @@ class TusUploads:
                     storage.write_at(current.storage_key, start, pieces)
                 return matches
 
-            try:
+            with storage_failures(_TERMINATED):
                 matches = await asyncio.to_thread(check_and_write)
-            except ObjectMissing as exc:
-                raise ProblemError(ErrorCode.UPLOAD_001, "This upload was terminated") from exc
-            except StorageError as exc:
-                raise storage_unavailable(exc) from exc
             if not matches:
                 raise _checksum_mismatch()
             if head_problem is not None:
@@ -513,7 +499,7 @@ class TusUploads:
             raise _past_the_end() from exc
         except ObjectMissing as exc:
             digests.drop(upload.id)
-            raise ProblemError(ErrorCode.UPLOAD_001, "This upload was terminated") from exc
+            raise ProblemError(ErrorCode.UPLOAD_001, _TERMINATED) from exc
         except StorageError as exc:
             digests.drop(upload.id)
             raise storage_unavailable(exc) from exc
