@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -166,3 +167,20 @@ def counted_transactions(harness: Harness) -> Iterator[list[int]]:
         yield count
     finally:
         event.remove(engine, "begin", began)
+
+
+_TRACE = re.compile(r'"trace_id":"[^"]*"')
+
+
+def scrubbed(text: str, upload_ids: list[str]) -> str:
+    """An answer's body with what differs between two uploads of one case (their ids, the
+    trace id) replaced, so that the answers of two paths can be compared."""
+    for upload_id in upload_ids:
+        text = text.replace(upload_id, "<upload>")
+    return _TRACE.sub("<trace>", text)
+
+
+def code_of(answer: tuple[Any, ...]) -> tuple[int, str | None]:
+    """(status, problem code) of a normalised answer: its status first, its body last."""
+    match = re.search(r'"code":"([A-Z_0-9]+)"', answer[-1])
+    return answer[0], match.group(1) if match else None

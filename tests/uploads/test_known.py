@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -22,10 +21,9 @@ from homeport.models.files import UploadSession
 from homeport.uploads.known import KNOWN_PART_MAX_BYTES, KnownUploads
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.service import storage_key_for
-from tests.uploads.conftest import Uploader, counted_transactions
+from tests.uploads.conftest import Uploader, code_of, counted_transactions, scrubbed
 
 CHUNK = 64 * 1024  # the chunk size of the uploads test settings
-_TRACE = re.compile(r'"trace_id":"[^"]*"')
 
 
 @pytest.fixture
@@ -57,10 +55,8 @@ class Pair:
         self.uploader.harness.state.known_uploads.forget(tenant_id, self.forgotten["upload_id"])
 
     def normal(self, answer: httpx.Response) -> tuple[int, str]:
-        text = answer.text
-        for upload in (self.known, self.forgotten):
-            text = text.replace(upload["upload_id"], "<upload>")
-        return answer.status_code, _TRACE.sub("<trace>", text)
+        ids = [self.known["upload_id"], self.forgotten["upload_id"]]
+        return answer.status_code, scrubbed(answer.text, ids)
 
     async def chunk(
         self, index: int, data: bytes, checksum: str | None = None, *, known: bool = True
@@ -89,11 +85,6 @@ class Pair:
             assert response.status_code == 200, response.text
             found.append(sorted(response.json()["uploaded_chunks"]))
         return found
-
-
-def code_of(answer: tuple[int, str]) -> tuple[int, str | None]:
-    match = re.search(r'"code":"([A-Z_0-9]+)"', answer[1])
-    return answer[0], match.group(1) if match else None
 
 
 async def test_a_known_uploads_chunk_takes_one_transaction(uploader: Uploader) -> None:

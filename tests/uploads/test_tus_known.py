@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -24,21 +22,28 @@ from homeport.models.files import UploadSession
 from homeport.uploads.known import KNOWN_PART_MAX_BYTES
 from homeport.uploads.repository import UploadRepository
 from homeport.uploads.service import storage_key_for
-from tests.conftest import Harness, running_harness
+from tests.conftest import running_harness
 from tests.live_server import LiveServer
-from tests.uploads.conftest import Uploader, counted_transactions, make_uploader
+from tests.uploads.conftest import (
+    Uploader,
+    code_of,
+    counted_transactions,
+    make_uploader,
+    scrubbed,
+)
 from tests.uploads.test_tus_protocol import (
     OFFSET_TYPE,
     TUS,
     VERSION,
     Tus,
     digest_header,
+    live_tus,
     metadata,
+    slow_body,
     upload_id_of,
 )
 
 PIECE = 64 * 1024
-_TRACE = re.compile(r'"trace_id":"[^"]*"')
 # The headers whose values the two paths must agree on.
 _COMPARED = ("upload-offset", "upload-length", "tus-resumable", "content-type")
 
@@ -81,12 +86,10 @@ class Pair:
         self.known_uploads.forget(self.tenant_id, upload_id_of(self.forgotten))
 
     def normal(self, answer: httpx.Response) -> tuple[Any, ...]:
-        text = answer.text
-        for url in (self.known, self.forgotten):
-            text = text.replace(upload_id_of(url), "<upload>")
+        text = scrubbed(answer.text, [upload_id_of(self.known), upload_id_of(self.forgotten)])
         headers = tuple(answer.headers.get(name) for name in _COMPARED)
         finished = "homeport-file-id" in answer.headers
-        return answer.status_code, headers, finished, _TRACE.sub("<trace>", text)
+        return answer.status_code, headers, finished, text
 
     async def patch(
         self, offset: int, body: bytes, *, known: bool = True, **headers: str
@@ -112,11 +115,6 @@ class Pair:
             await storage.get(storage_key_for(self.tenant_id, upload_id_of(url)))
             for url in (self.known, self.forgotten)
         ]
-
-
-def code_of(answer: tuple[Any, ...]) -> tuple[int, str | None]:
-    match = re.search(r'"code":"([A-Z_0-9]+)"', answer[-1])
-    return answer[0], match.group(1) if match else None
 
 
 async def test_a_known_uploads_patch_takes_one_transaction(tus: Tus, uploader: Uploader) -> None:
@@ -288,37 +286,25 @@ async def test_someone_else_and_large_bodies_take_the_full_path(
 # Live: bodies that arrive slowly or not at all
 
 
-@pytest.fixture
-async def live(settings: Settings) -> AsyncIterator[tuple[LiveServer, Harness, dict[str, str]]]:
-    async with running_harness(settings) as harness:
-        uploader = await make_uploader(harness)
-        with LiveServer(settings) as server:
-            yield server, harness, {**uploader.headers, **VERSION}
-
-
 async def test_a_second_patch_while_a_known_one_reads_its_body_is_423(
-    live: tuple[LiveServer, Harness, dict[str, str]],
+    settings: Settings,
 ) -> None:
-    server, harness, headers = live
     first_body = [os.urandom(PIECE) for _ in range(4)]
     size = sum(map(len, first_body))
     started = asyncio.Event()
-
-    async def slow_body() -> AsyncIterator[bytes]:
-        for index, block in enumerate(first_body):
-            yield block
-            if index == 0:
-                started.set()
-            await asyncio.sleep(0.3)
-
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+    async with (
+        live_tus(settings) as (server, harness, headers),
+        httpx.AsyncClient(base_url=server.base_url, timeout=30) as client,
+    ):
         created = await client.post(TUS, headers={**headers, "Upload-Length": str(size)})
         url = created.headers["Location"]
         patch_headers = {**headers, **OFFSET_TYPE, "Upload-Offset": "0"}
         # With a Content-Length: the known path, which reads the body before any transaction.
         first = asyncio.create_task(
             client.patch(
-                url, content=slow_body(), headers={**patch_headers, "Content-Length": str(size)}
+                url,
+                content=slow_body(first_body, started, 0.3),
+                headers={**patch_headers, "Content-Length": str(size)},
             )
         )
         await started.wait()
@@ -332,45 +318,43 @@ async def test_a_second_patch_while_a_known_one_reads_its_body_is_423(
         assert downloaded.content == b"".join(first_body)
 
 
-async def test_an_interrupted_known_patch_keeps_what_arrived(
-    live: tuple[LiveServer, Harness, dict[str, str]],
-) -> None:
-    server, harness, headers = live
-    data = os.urandom(8 * PIECE)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-        created = await client.post(TUS, headers={**headers, "Upload-Length": str(len(data))})
-        url = created.headers["Location"]
-    # A client that dies after a quarter of a body it announced whole.
-    _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    head = [
-        f"PATCH {url.split(server.base_url, 1)[-1]} HTTP/1.1",
-        "Host: homeport.test",
-        f"Content-Length: {len(data)}",
-        "Upload-Offset: 0",
-        *(f"{name}: {value}" for name, value in {**headers, **OFFSET_TYPE}.items()),
-    ]
-    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data[: 2 * PIECE])
-    await writer.drain()
-    await asyncio.sleep(0.3)
-    writer.close()
-    await writer.wait_closed()
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-        offset = -1
-        for _ in range(50):  # the server notices the disconnect shortly after
-            head_answer = await client.head(url, headers=headers)
-            offset = int(head_answer.headers["Upload-Offset"])
-            if offset:
-                break
-            await asyncio.sleep(0.1)
-        assert offset == 2 * PIECE
-        patched = await client.patch(
-            url,
-            content=data[offset:],
-            headers={**headers, **OFFSET_TYPE, "Upload-Offset": str(offset)},
-        )
-        assert patched.status_code == 204, patched.text
-        downloaded = await harness.client.get(patched.headers["Homeport-File-Url"])
-        assert downloaded.content == data
+async def test_an_interrupted_known_patch_keeps_what_arrived(settings: Settings) -> None:
+    async with live_tus(settings) as (server, harness, headers):
+        data = os.urandom(8 * PIECE)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            created = await client.post(TUS, headers={**headers, "Upload-Length": str(len(data))})
+            url = created.headers["Location"]
+        # A client that dies after a quarter of a body it announced whole.
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        head = [
+            f"PATCH {url.split(server.base_url, 1)[-1]} HTTP/1.1",
+            "Host: homeport.test",
+            f"Content-Length: {len(data)}",
+            "Upload-Offset: 0",
+            *(f"{name}: {value}" for name, value in {**headers, **OFFSET_TYPE}.items()),
+        ]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data[: 2 * PIECE])
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()
+        await writer.wait_closed()
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            offset = -1
+            for _ in range(50):  # the server notices the disconnect shortly after
+                head_answer = await client.head(url, headers=headers)
+                offset = int(head_answer.headers["Upload-Offset"])
+                if offset:
+                    break
+                await asyncio.sleep(0.1)
+            assert offset == 2 * PIECE
+            patched = await client.patch(
+                url,
+                content=data[offset:],
+                headers={**headers, **OFFSET_TYPE, "Upload-Offset": str(offset)},
+            )
+            assert patched.status_code == 204, patched.text
+            downloaded = await harness.client.get(patched.headers["Homeport-File-Url"])
+            assert downloaded.content == data
 
 
 async def test_a_rest_chunk_for_a_known_tus_upload_takes_the_full_path(
@@ -411,17 +395,10 @@ async def test_two_instances_that_know_an_upload_never_both_write_one_offset(
                 assert patched.status_code == 204, patched.text
                 offset = {"Upload-Offset": str(len(lead))}
                 started = asyncio.Event()
-
-                async def slow_body() -> AsyncIterator[bytes]:
-                    yield slow[:100]
-                    started.set()
-                    await asyncio.sleep(0.5)
-                    yield slow[100:]
-
                 late = asyncio.create_task(
                     first.patch(
                         path,
-                        content=slow_body(),
+                        content=slow_body([slow[:100], slow[100:]], started, 0.5),
                         headers={**at, **offset, "Content-Length": str(PIECE)},
                     )
                 )

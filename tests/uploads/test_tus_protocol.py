@@ -527,6 +527,18 @@ async def live_tus(
             yield server, harness, {**uploader.headers, **VERSION}
 
 
+async def slow_body(
+    blocks: list[bytes], started: asyncio.Event, pause: float
+) -> AsyncIterator[bytes]:
+    """A body that arrives block by block, ``pause`` seconds apart; ``started`` is set once
+    the first block is sent."""
+    for index, block in enumerate(blocks):
+        yield block
+        if index == 0:
+            started.set()
+        await asyncio.sleep(pause)
+
+
 async def test_a_second_patch_while_one_streams_is_423_and_bytes_never_interleave(
     settings: Settings,
 ) -> None:
@@ -535,14 +547,6 @@ async def test_a_second_patch_while_one_streams_is_423_and_bytes_never_interleav
     rest = os.urandom(100_000)
     total = sum(map(len, first_body)) + len(rest)
     first_started = asyncio.Event()
-
-    async def slow_body() -> AsyncIterator[bytes]:
-        for index, block in enumerate(first_body):
-            yield block
-            if index == 0:
-                first_started.set()
-            await asyncio.sleep(0.4)
-
     async with (
         live_tus(settings) as (server, harness, headers),
         httpx.AsyncClient(base_url=server.base_url, timeout=30) as client,
@@ -550,7 +554,8 @@ async def test_a_second_patch_while_one_streams_is_423_and_bytes_never_interleav
         created = await client.post(TUS, headers={**headers, "Upload-Length": str(total)})
         url = created.headers["Location"]
         patch_headers = {**headers, **OFFSET_TYPE, "Upload-Offset": "0"}
-        first = asyncio.create_task(client.patch(url, content=slow_body(), headers=patch_headers))
+        body = slow_body(first_body, first_started, 0.4)
+        first = asyncio.create_task(client.patch(url, content=body, headers=patch_headers))
         await first_started.wait()
         await asyncio.sleep(0.2)  # the server has the first block and holds the lease
         second = await client.patch(url, content=intruder, headers=patch_headers)
